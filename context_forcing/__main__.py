@@ -1,0 +1,3 @@
+from context_forcing.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Samplers as small pure functions of a velocity model `v(x, sigma) -> velocity`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from context_forcing.diffusion.schedule import add_noise, x0_from_velocity
+
+Velocity = Callable[[Tensor, Tensor], Tensor]  # (x (B, F, C, H, W), sigma (B, F)) -> v
+
+
+def guided(v_cond: Tensor, v_uncond: Tensor, weight: float) -> Tensor:
+    """Classifier-free guidance v_u + w (v_c - v_u) (Ho & Salimans 2022)."""
+    return v_uncond + weight * (v_cond - v_uncond)
+
+
+def student_sample(velocity: Velocity, noise: Tensor, sigmas: Tensor, renoise: Callable[[int], Tensor]) -> Tensor:
+    """Few-step sampling (DMD / Self Forcing): predict x0 at each level, re-noise it to the next; return x0.
+
+    noise: the initial x at sigmas[0] (B, F, C, H, W); renoise(i) draws the fresh noise for level i >= 1.
+    """
+    x = noise
+    batch_frames = noise.shape[:2]
+    x0 = noise
+    for i, sigma in enumerate(sigmas):
+        level = sigma.expand(batch_frames)
+        x0 = x0_from_velocity(x, velocity(x, level), level)
+        if i + 1 < len(sigmas):
+            x = add_noise(x0, renoise(i + 1), sigmas[i + 1])
+    return x0
+
+
+def euler_sample(velocity: Velocity, noise: Tensor, sigmas: Tensor) -> Tensor:
+    """Euler integration of the flow ODE dx/ds = v from sigmas[0] to sigmas[-1] (usually 1 -> 0)."""
+    x = noise
+    batch_frames = noise.shape[:2]
+    for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:]):
+        x = x + (next_sigma - sigma) * velocity(x, sigma.expand(batch_frames))
+    return x

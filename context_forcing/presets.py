@@ -1,0 +1,59 @@
+"""Named run configurations. Each preset derives from `tiny` and changes only what differs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from context_forcing.config import (CodecConfig, ConfigError, MemoryConfig, ModelConfig, RunConfig, TextConfig,
+                                   VideoConfig)
+
+
+def tiny() -> RunConfig:
+    """Tests: 2 layers, 8x8 pixel frames in 4 tokens, milliseconds per forward."""
+    return RunConfig(
+        preset="tiny",
+        model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 4, 4), dim=32, heads=2, layers=2, ffn_dim=64,
+                          text_dim=16, freq_dim=32, action_dim=3, pose_freqs=2),
+        text=TextConfig(kind="attributes", vocab_size=16, prompt_len=4),
+        video=VideoConfig(latent_height=8, latent_width=8),
+    )
+
+
+def panworld() -> RunConfig:
+    """PanWorld benchmark size: 32x32 RGB, vertical-strip tokens (1, 32, 4) -> 8 tokens per frame, ~3.9 M params.
+
+    A 4 px camera move is a whole token, so remembered content is a token copy (benchmarks.md, Learnability).
+    """
+    base = tiny()
+    return replace(
+        base, preset="panworld",
+        model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 32, 4), dim=256, heads=4, layers=4, ffn_dim=768,
+                          text_dim=64, freq_dim=64, action_dim=3, pose_freqs=6),
+        text=TextConfig(kind="attributes", vocab_size=64, prompt_len=4),
+        video=VideoConfig(latent_height=32, latent_width=32),
+        memory=MemoryConfig(layout="sink3-slow12-fast6:similarity0.95:bounded"),
+    )
+
+
+def wan21_1_3b() -> RunConfig:
+    """Wan2.1-T2V-1.3B at 480x832 (latent 60x104, 1560 tokens per latent frame); umT5 prompts; Wan VAE."""
+    base = tiny()
+    return replace(
+        base, preset="wan2.1-1.3b",
+        model=ModelConfig(in_channels=16, out_channels=16, patch=(1, 2, 2), dim=1536, heads=12, layers=30,
+                          ffn_dim=8960, text_dim=4096, freq_dim=256, action_dim=0, pose_freqs=0),
+        text=TextConfig(kind="umt5", vocab_size=256384, prompt_len=512),
+        video=VideoConfig(latent_height=60, latent_width=104, pixel_frames_per_latent=4),
+        codec=CodecConfig(kind="wan-vae"),
+    )
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"tiny": tiny, "panworld": panworld, "wan2.1-1.3b": wan21_1_3b}
+
+
+def get_preset(name: str) -> RunConfig:
+    """The preset's RunConfig; ConfigError naming the allowed presets otherwise."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    return PRESETS[name]()

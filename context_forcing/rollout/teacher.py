@@ -1,0 +1,74 @@
+"""`teacher_inputs`: the teacher forward's sequence [context (clean) | target (noisy)] (DESIGN.md section 4.3).
+
+Context frames attend frame-causally to the context (never to the target); target frames attend to the
+whole context and bidirectionally among themselves. Temporal positions are contiguous from 0 over the
+real frames. Used alike by teacher training, ODE init and contextual DMD (teacher and critic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from context_forcing.conditioning import Conditioning, concat_frames
+from context_forcing.memory.plan import ChunkPlan
+from context_forcing.memory.slow_fast import SlowFastMemory
+
+
+@dataclass(frozen=True)
+class TeacherInputs:
+    latents: Tensor  # (B, n + T, C, H, W) clean context then target (the caller noises the target)
+    temporal: Tensor  # (B, n + T) positions
+    cond: Conditioning  # per-frame fields for the n + T frames
+    frame_mask: Tensor  # (B, n + T, n + T) bool: frame i sees frame j
+    context_valid: Tensor  # (B, n) bool: real context frames (samples may have fewer)
+    num_target: int
+
+    @property
+    def num_context(self) -> int:
+        return self.context_valid.shape[1]
+
+    def timesteps(self, target_timesteps: Tensor) -> Tensor:
+        """Per-frame timesteps (B, n + T): 0 for the clean context, the given (B, T) or (B,) for the target."""
+        b, n, t = self.latents.shape[0], self.num_context, self.num_target
+        target = target_timesteps.reshape(b, -1).expand(b, t).to(self.latents.dtype)
+        return torch.cat([target.new_zeros(b, n), target], dim=1)
+
+    def with_target(self, target: Tensor) -> Tensor:
+        """The sequence latents with the target part replaced (e.g. by its noised version)."""
+        return torch.cat([self.latents[:, :self.num_context], target], dim=1)
+
+
+def teacher_inputs(context_latents: Tensor, context_valid: Tensor, context_cond: Conditioning,
+                   target_latents: Tensor, target_cond: Conditioning) -> TeacherInputs:
+    """Build the teacher sequence from padded context frames (B, n, ...) and target frames (B, T, ...).
+
+    context_valid (B, n) marks real frames (any order of padding); positions count real frames only.
+    """
+    b, n = context_valid.shape
+    t = target_latents.shape[1]
+    valid = torch.cat([context_valid, context_valid.new_ones(b, t)], dim=1)  # (B, n + T)
+    temporal = torch.where(valid, valid.long().cumsum(dim=1) - 1, 0).float()  # padding sits at 0, masked
+    idx = torch.arange(n + t, device=valid.device)
+    is_target = idx >= n
+    causal = idx[None, :] <= idx[:, None]  # j <= i
+    sees = (is_target[:, None] | causal) & (~is_target[None, :] | is_target[:, None])  # (F, F)
+    frame_mask = sees[None] & valid[:, None, :]  # nobody sees padding
+    frame_mask = frame_mask | (torch.eye(n + t, dtype=torch.bool, device=valid.device)[None] & ~valid[:, :, None])
+    latents = torch.cat([context_latents, target_latents], dim=1)
+    cond = concat_frames([context_cond, target_cond]) if n else target_cond
+    return TeacherInputs(latents, temporal, cond, frame_mask, context_valid, t)
+
+
+def memory_teacher_context(memory: SlowFastMemory, plans: list[ChunkPlan], prompt_cond: Conditioning
+                           ) -> tuple[Tensor, Tensor, Conditioning] | None:
+    """The student's memory as it stands for `plans`, as teacher context: (latents, valid, cond) or None."""
+    gathered = memory.context_frames(plans)
+    if gathered is None:
+        return None
+    fields, valid = gathered
+    cond = Conditioning(prompt=prompt_cond.prompt, prompt_embeds=prompt_cond.prompt_embeds,
+                        actions=fields["actions"], pose=fields["pose"], spatial_positions=fields["spatial"])
+    return fields["latents"], valid, cond

@@ -1,0 +1,3 @@
+from context_forcing.text.attributes import AttributeEncoder
+
+__all__ = ["AttributeEncoder"]

@@ -1,0 +1,88 @@
+"""`context-forcing generate`: argument validation before any work, and an end-to-end tiny run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from context_forcing.cli import main
+from context_forcing.io.video import read_mp4
+from context_forcing.model.checkpoint import point_latest, save_checkpoint
+from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.presets import get_preset
+
+
+def _args(tmp_path, *extra):
+    return ["generate", "--preset", "tiny", "--seconds", "3", "--out", str(tmp_path / "v.mp4"), *extra]
+
+
+BAD = [
+    (["--seconds", "0"], "--seconds: got 0.0"),
+    (["--seconds", "-2"], "--seconds: got -2.0"),
+    (["--seconds", "nan"], "--seconds: got nan"),
+    (["--preset", "huge"], "--preset: got 'huge'; allowed: tiny, panworld, wan2.1-1.3b"),
+    (["--memory", "sink4-slow12-fast6"], "--memory: bad memory layout 'sink4-slow12-fast6'"),
+    (["--memory", "window-2"], "--memory: bad memory layout 'window-2'"),
+    (["--memory", "window-6:uniform2"], "--memory: bad memory layout 'window-6:uniform2'"),
+    (["--batch", "0"], "--batch: got 0"),
+    (["--scale", "0"], "--scale: got 0"),
+    (["--fps", "-1"], "--fps: got -1.0"),
+    (["--checkpoint", "/nonexistent/ckpt"], "--checkpoint: /nonexistent/ckpt: no such checkpoint or run directory"),
+    (["--preset", "wan2.1-1.3b"], "--preset: 'wan2.1-1.3b' needs the wan-vae codec"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD)
+def test_bad_arguments_exit_2_with_one_line_and_no_output(tmp_path, capsys, extra, message):
+    assert main(_args(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_and_wrong_suffix_outputs(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["generate", "--preset", "tiny", "--seconds", "1", "--out", str(tmp_path / "file" / "v.mp4")]) == 2
+    assert "--out:" in capsys.readouterr().err
+    assert main(["generate", "--preset", "tiny", "--seconds", "1", "--out", str(tmp_path / "v.avi")]) == 2
+    assert "--out: got" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--report", str(tmp_path))) == 2
+    assert "--report:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_checkpoint_of_another_preset_is_rejected(tmp_path, capsys):
+    run = get_preset("panworld")
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step-000001", run,
+                           CausalVideoDiT(run.model, run.text).state_dict())
+    point_latest(tmp_path / "run", ckpt)
+    assert main(_args(tmp_path, "--checkpoint", str(tmp_path / "run"))) == 2
+    assert "made with preset 'panworld', not --preset 'tiny'" in capsys.readouterr().err
+
+
+def test_generate_tiny_end_to_end_with_checkpoint(tmp_path, capsys):
+    run = get_preset("tiny")
+    torch.manual_seed(3)
+    model = CausalVideoDiT(run.model, run.text)
+    ckpt = save_checkpoint(tmp_path / "ckpt", run, model.state_dict())
+    report_path = tmp_path / "r.json"
+    code = main(_args(tmp_path, "--checkpoint", str(ckpt), "--batch", "2", "--scale", "2", "--seconds", "2.5",
+                      "--report", str(report_path), "--memory", "sink3-slow3-fast6:uniform1"))
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["latent_frames"] == 10 and report["frames_written"] == 10 and report["chunks"] == 4
+    assert report["max_slots"] == 10 and report["max_position"] == 11  # chunk 3: sink 3 + slow 1 + fast 3 + 3
+    video = read_mp4(tmp_path / "v.mp4")
+    assert video.shape == (10, 16, 32, 3)  # 2 samples side by side, scaled x2
+    assert "random weights" not in capsys.readouterr().err
+
+
+def test_console_script_exit_status(tmp_path):
+    """The installed entry point and `python -m` both exit 2 on bad input, printing no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "context_forcing", *_args(tmp_path, "--seconds", "-1")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--seconds: got -1.0" in proc.stderr and "Traceback" not in proc.stderr
