@@ -49,7 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MP4 encoding: lossless RGB (exact; mpv/VLC/ffmpeg) or compatible yuv420p (browsers)")
     gen.add_argument("--report", help="write a JSON report here")
     gen.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    _add_train_parser(commands)
     return parser
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from context_forcing.training.config import STAGES
+
+    train = commands.add_parser("train", help="train one stage; the same command again resumes the run",
+                                description="Train one stage into a run directory. Running the same command "
+                                            "again resumes from the run's latest checkpoint.")
+    train.add_argument("stage", metavar="STAGE", help=f"one of: {', '.join(STAGES)}")
+    train.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    train.add_argument("--run-dir", required=True, help="run directory (created; an existing run is resumed)")
+    train.add_argument("--steps", type=int, help="generator updates in total (default: the preset's); may be "
+                                                 "raised to continue a finished run")
+    train.add_argument("--init", help="checkpoint or run directory to start the trained network from")
+    train.add_argument("--teacher", help="checkpoint or run directory of the teacher (distillation stages)")
+    train.add_argument("--checkpoint-every", type=int, help="checkpoint every N updates (and at the last)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a training setting, e.g. --set generator.lr=1e-4 (repeatable)")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             request = _generate_request(args, GenerateRequest)
             return run_generate(request)
+        if args.command == "train":
+            request = _train_request(args)
+            from context_forcing.training.loop import run_train  # torch: lazily, after validation
+
+            return run_train(request)
     except (UsageError, ConfigError) as error:
         print(f"context-forcing {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -111,3 +136,73 @@ def _generate_request(args: argparse.Namespace, request_type: type):
                         batch=batch, out=Path(args.out), fps=fps, scale=scale,
                         report=Path(args.report) if args.report else None, threads=args.threads,
                         quality=args.quality)
+
+
+def _train_request(args: argparse.Namespace):
+    """Validate every train flag (and an existing run's configs) before any work; return the request."""
+    from dataclasses import replace
+
+    from context_forcing.presets import get_preset
+    from context_forcing.training.config import STAGES, apply_overrides, for_preset
+    from context_forcing.training.loop import TrainRequest
+
+    if args.stage not in STAGES:
+        raise UsageError(f"STAGE: got {args.stage!r}; allowed: {', '.join(STAGES)}")
+    if args.preset not in PRESETS:
+        raise UsageError(f"--preset: got {args.preset!r}; allowed: {', '.join(PRESETS)}")
+    try:
+        train = apply_overrides(for_preset(args.stage, args.preset), args.set)
+    except ConfigError as error:  # messages name the key; a range check names the field only
+        raise UsageError(str(error) if str(error).startswith("--set") else f"--set: {error}") from None
+    if train.stage != args.stage:
+        raise UsageError(f"--set stage: the stage is the STAGE argument ({args.stage!r}); do not override it")
+    if args.steps is not None:
+        train = replace(train, steps=_positive_int("--steps", args.steps))
+    if args.checkpoint_every is not None:
+        train = replace(train, checkpoint_every=_positive_int("--checkpoint-every", args.checkpoint_every))
+    if args.threads is not None:
+        _positive_int("--threads", args.threads)
+    for flag, path in (("--init", args.init), ("--teacher", args.teacher)):
+        if path is not None:
+            _check_checkpoint_preset(flag, path, args.preset)
+    run = get_preset(args.preset)
+    run_dir = Path(args.run_dir)
+    _check_run_dir(run_dir, run, train)
+    return TrainRequest(run=run, train=train, run_dir=run_dir, init=args.init, teacher=args.teacher,
+                        threads=args.threads)
+
+
+def _check_checkpoint_preset(flag: str, path: str, preset: str) -> None:
+    """A checkpoint flag must name a checkpoint (or run directory) made with the same preset."""
+    from context_forcing.model.checkpoint import CheckpointError, read_config
+
+    try:
+        run = read_config(path)
+    except (CheckpointError, ConfigError, OSError, ValueError) as error:
+        raise UsageError(f"{flag}: {error}") from None
+    if run.preset != preset:
+        raise UsageError(f"{flag}: {path!r} was made with preset {run.preset!r}, not --preset {preset!r}")
+
+
+def _check_run_dir(run_dir: Path, run, train) -> None:
+    """The run directory is writable and, if it holds a run, that run has these configs and no more steps."""
+    from context_forcing.io.files import check_writable
+    from context_forcing.model.checkpoint import CheckpointError
+    from context_forcing.training.run_dir import config_mismatches, latest_step
+
+    try:
+        check_writable(run_dir / "train_config.json")
+    except ValueError as error:
+        raise UsageError(f"--run-dir: {error}") from None
+    if not run_dir.is_dir():
+        return
+    try:
+        mismatches = config_mismatches(run_dir, run, train)
+        done = latest_step(run_dir)
+    except (ConfigError, CheckpointError) as error:
+        raise UsageError(f"--run-dir: {error}") from None
+    if mismatches:
+        raise UsageError(f"--run-dir: {run_dir} holds a run with a different config: "
+                         f"{'; '.join(mismatches)}; use the same flags to resume, or a new --run-dir")
+    if done > train.steps:
+        raise UsageError(f"--steps: got {train.steps}; {run_dir} is already at step {done} (may only grow)")

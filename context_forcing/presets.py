@@ -15,7 +15,7 @@ def tiny() -> RunConfig:
         preset="tiny",
         model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 4, 4), dim=32, heads=2, layers=2, ffn_dim=64,
                           text_dim=16, freq_dim=32, action_dim=3, pose_freqs=2),
-        text=TextConfig(kind="attributes", vocab_size=16, prompt_len=4),
+        text=TextConfig(kind="attributes", vocab_size=32, prompt_len=4),  # PanWorld prompts use ids 1..19
         video=VideoConfig(latent_height=8, latent_width=8),
     )
 

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -118,7 +119,16 @@ class CausalVideoDiT(nn.Module):
             self.frame_embedding = nn.Sequential(nn.Linear(cfg.frame_cond_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.head = Head(cfg)
+        self.activation_checkpointing = False  # recompute blocks in backward (`set_activation_checkpointing`)
         self.initialize_weights()
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute each block's activations in backward instead of storing them (saves memory).
+
+        Safe with the memory: the context K/V a block reads are fresh tensors gathered per chunk that no later
+        chunk modifies, so recomputation sees exactly what the forward saw (unlike the official code).
+        """
+        self.activation_checkpointing = enabled
 
     def initialize_weights(self) -> None:
         """Wan2.1's init: xavier linears, N(0, 0.02) embedding MLPs, zero output head."""
@@ -213,8 +223,13 @@ class CausalVideoDiT(nn.Module):
         rope = rope_rotation(temporal, spatial, self.cfg.head_dim, self.cfg.rope_theta, hidden.dtype)
         mask = attention_mask(frame_mask, grid[0] * grid[1], context, b, hidden.shape[1])
         kv = []
+        checkpointed = self.activation_checkpointing and torch.is_grad_enabled()
         for layer, block in enumerate(self.blocks):
-            hidden, layer_kv = block(hidden, e, rope, (prompt.keys[layer], prompt.values[layer]), context, layer, mask)
+            args = (hidden, e, rope, (prompt.keys[layer], prompt.values[layer]), context, layer, mask)
+            if checkpointed:
+                hidden, layer_kv = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                hidden, layer_kv = block(*args)
             kv.append(layer_kv)
         out = self.head(hidden, temb)  # (B, F, Lf, out * ph * pw)
         velocity = rearrange(out, "b f (hp wp) (ph pw c) -> b f c (hp ph) (wp pw)", hp=grid[0], ph=ph, pw=pw)

@@ -12,8 +12,12 @@ import torch
 from torch import Tensor
 
 from context_forcing.conditioning import Conditioning
+from context_forcing.config import RunConfig
 from context_forcing.diffusion.samplers import student_sample
 from context_forcing.diffusion.schedule import timesteps_of
+from context_forcing.memory.layout import MemoryLayout
+from context_forcing.memory.slow_fast import FrameInputs, SlowFastMemory
+from context_forcing.memory.store import StoreShape
 from context_forcing.model.attention import AttentionContext, PromptContext
 from context_forcing.model.dit import CausalVideoDiT
 
@@ -57,3 +61,21 @@ def commit_pass(model: CausalVideoDiT, inputs: ChunkInputs, clean: Tensor) -> li
     zeros = torch.zeros(clean.shape[:2], device=clean.device)
     return model(clean, zeros, inputs.prompt, inputs.temporal, inputs.cond, context=inputs.context,
                  return_kv=True).kv
+
+
+def new_memory(run: RunConfig, layout: MemoryLayout, batch: int, device: torch.device,
+               admit_kv: str | None = None) -> SlowFastMemory:
+    """An empty Slow-Fast Memory sized for `run`'s model."""
+    mc = run.model
+    shape = StoreShape(layers=mc.layers, tokens_per_frame=run.tokens_per_frame, heads=mc.heads, head_dim=mc.head_dim,
+                       latent=(mc.in_channels, run.video.latent_height, run.video.latent_width),
+                       action_dim=mc.action_dim, summary_dim=(len(run.memory.summary_layers) or mc.layers) * mc.dim)
+    return SlowFastMemory(layout, shape, batch, run.memory.summary_layers, admit_kv or run.memory.admit_kv, device)
+
+
+def frame_inputs(model: CausalVideoDiT, run: RunConfig, latents: Tensor, cond: Conditioning) -> FrameInputs:
+    """What the memory stores per committed frame besides K/V."""
+    b, c = latents.shape[:2]
+    actions = cond.actions if cond.actions is not None else latents.new_zeros(b, c, run.model.action_dim)
+    pose = cond.pose if cond.pose is not None else latents.new_zeros(b, c, 1)
+    return FrameInputs(latents, actions, pose, model.spatial_positions(cond, b, c, run.token_grid, latents.device))

@@ -17,10 +17,8 @@ from context_forcing.diffusion.noise import ChunkNoise
 from context_forcing.diffusion.schedule import student_sigmas
 from context_forcing.memory.layout import MemoryLayout, parse_layout
 from context_forcing.memory.plan import ChunkPlan
-from context_forcing.memory.slow_fast import FrameInputs, SlowFastMemory
-from context_forcing.memory.store import StoreShape
 from context_forcing.model.dit import CausalVideoDiT
-from context_forcing.rollout.chunk_step import ChunkInputs, commit_pass, denoise_chunk
+from context_forcing.rollout.chunk_step import ChunkInputs, commit_pass, denoise_chunk, frame_inputs, new_memory
 
 
 @dataclass
@@ -56,14 +54,7 @@ class StreamingSession:
             layout = parse_layout(layout or run.memory.layout, run.chunk)
         self.layout = layout
         self.device = next(model.parameters()).device
-        mc = run.model
-        shape = StoreShape(layers=mc.layers, tokens_per_frame=run.tokens_per_frame, heads=mc.heads,
-                           head_dim=mc.head_dim, latent=(mc.in_channels, run.video.latent_height,
-                                                        run.video.latent_width),
-                           action_dim=mc.action_dim,
-                           summary_dim=(len(run.memory.summary_layers) or mc.layers) * mc.dim)
-        self.memory = SlowFastMemory(layout, shape, self.batch, run.memory.summary_layers, run.memory.admit_kv,
-                                     self.device)
+        self.memory = new_memory(run, layout, self.batch, self.device)
         self.sigmas = student_sigmas(run.sampler.student_timesteps, run.sampler.shift,
                                      run.sampler.num_train_timesteps).to(self.device)
         with torch.no_grad():
@@ -89,14 +80,6 @@ class StreamingSession:
                              f"{start + count}")
         return self.cond.frames(slice(start, start + count)).to(self.device)
 
-    def _frame_inputs(self, latents: Tensor, cond: Conditioning) -> FrameInputs:
-        b, c = latents.shape[:2]
-        mc = self.run.model
-        actions = cond.actions if cond.actions is not None else latents.new_zeros(b, c, mc.action_dim)
-        pose = cond.pose if cond.pose is not None else latents.new_zeros(b, c, 1)
-        spatial = self.model.spatial_positions(cond, b, c, self.run.token_grid, latents.device)
-        return FrameInputs(latents, actions, pose, spatial)
-
     @torch.no_grad()
     def generate_chunk(self) -> tuple[Tensor, ChunkRecord]:
         """Denoise the next chunk with the few-step sampler, commit it; returns latents (B, c, C, H, W)."""
@@ -109,7 +92,7 @@ class StreamingSession:
         x0, first_kv = denoise_chunk(self.model, inputs, noise.draw(shape, self.device), self.sigmas,
                                      lambda _: noise.draw(shape, self.device), self.run.sampler.num_train_timesteps,
                                      capture_first_kv=self.run.memory.admit_kv == "first_pass")
-        self.memory.commit(commit_pass(self.model, inputs, x0), self._frame_inputs(x0, inputs.cond), first_kv)
+        self.memory.commit(commit_pass(self.model, inputs, x0), frame_inputs(self.model, self.run, x0, inputs.cond), first_kv)
         record = ChunkRecord(index, plans[0].chunk_frames[0], plans, 1000 * (time.perf_counter() - tic), False)
         self.records.append(record)
         return x0, record
@@ -128,7 +111,7 @@ class StreamingSession:
             first_kv = None
             if self.run.memory.admit_kv == "first_pass":
                 first_kv = commit_pass(self.model, inputs, clean)
-            self.memory.commit(commit_pass(self.model, inputs, clean), self._frame_inputs(clean, inputs.cond),
+            self.memory.commit(commit_pass(self.model, inputs, clean), frame_inputs(self.model, self.run, clean, inputs.cond),
                                first_kv)
             self.records.append(ChunkRecord(len(self.records), plans[0].chunk_frames[0], plans,
                                             1000 * (time.perf_counter() - tic), True))

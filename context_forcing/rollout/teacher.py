@@ -69,6 +69,10 @@ def memory_teacher_context(memory: SlowFastMemory, plans: list[ChunkPlan], promp
     if gathered is None:
         return None
     fields, valid = gathered
+    # per-frame fields the conditioning has (the store keeps placeholders for the others)
+    has = {name: getattr(prompt_cond, name) is not None for name in ("actions", "pose", "spatial_positions")}
     cond = Conditioning(prompt=prompt_cond.prompt, prompt_embeds=prompt_cond.prompt_embeds,
-                        actions=fields["actions"], pose=fields["pose"], spatial_positions=fields["spatial"])
+                        actions=fields["actions"] if has["actions"] else None,
+                        pose=fields["pose"] if has["pose"] else None,
+                        spatial_positions=fields["spatial"] if has["spatial_positions"] else None)
     return fields["latents"], valid, cond

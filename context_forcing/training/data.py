@@ -1,0 +1,74 @@
+"""Training data for every stage: PanWorld episodes from their first frame, at the run's latent size.
+
+Presets whose latent frames are smaller than PanWorld's 32x32 (the `tiny` test preset) get the frames
+area-downsampled, so every preset trains on the same world.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from context_forcing.conditioning import Conditioning
+from context_forcing.config import ConfigError, RunConfig
+from context_forcing.data.iterator import PanWorldStream
+from context_forcing.data.panworld import PanWorldConfig
+from context_forcing.training.config import TrainConfig
+
+
+class PanWorldTrainingData:
+    """Clips of `frames` latent frames starting at frame 0 of fresh training episodes; resumable by step."""
+
+    def __init__(self, run: RunConfig, train: TrainConfig, world: PanWorldConfig | None = None,
+                 split: str = "train", episode_frames: int = 256) -> None:
+        self.world = world or PanWorldConfig()
+        self.run, self.batch, self.seed, self.split = run, train.batch, train.seed, split
+        self.episode_frames = episode_frames
+        size = (self.world.frame_height, self.world.frame_width)
+        latent = (run.video.latent_height, run.video.latent_width)
+        if size[0] % latent[0] or size[1] % latent[1]:
+            raise ConfigError(f"the run's latent frame {latent[0]}x{latent[1]} must divide PanWorld's "
+                              f"{size[0]}x{size[1]}")
+        self.factor = (size[0] // latent[0], size[1] // latent[1])
+        # render at PanWorld's own size with the panworld token geometry, then downsample
+        self.render_run = replace(run, video=replace(run.video, latent_height=size[0], latent_width=size[1]),
+                                  model=replace(run.model, patch=(1, size[0], 4)))
+        self.step = 0
+        self._streams: dict[int, PanWorldStream] = {}
+
+    def _stream(self, frames: int) -> PanWorldStream:
+        if frames not in self._streams:
+            self._streams[frames] = PanWorldStream(self.world, self.render_run, self.split, self.seed, window=frames,
+                                                   batch=self.batch, history=(0, 0),
+                                                   episode_frames=max(self.episode_frames, frames))
+        return self._streams[frames]
+
+    def next_clip(self, frames: int) -> tuple[Tensor, Conditioning]:
+        """Latents (B, frames, 3, h, w) in [-1, 1] from episode starts, and their conditioning."""
+        batch = self._stream(frames).batch_at(self.step)
+        self.step += 1
+        latents = batch.latents
+        if self.factor != (1, 1):
+            b, f = latents.shape[:2]
+            latents = torch.nn.functional.avg_pool2d(latents.flatten(0, 1), self.factor).unflatten(0, (b, f))
+        return latents, batch.cond
+
+    def next_conditioning(self, frames: int) -> Conditioning:
+        """Conditioning only (DMD stages learn from the teacher, not from videos)."""
+        return self.next_clip(frames)[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+
+
+def build_training_data(run: RunConfig, train: TrainConfig) -> PanWorldTrainingData:
+    """The data source of a run (PanWorld for every preset with the pixel codec)."""
+    if run.codec.kind != "pixel":
+        raise ConfigError(f"training data for codec {run.codec.kind!r} (real videos) is not available yet")
+    return PanWorldTrainingData(run, train)

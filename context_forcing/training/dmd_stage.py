@@ -1,0 +1,153 @@
+"""Stage 1 (local DMD) and Stage 2 (contextual DMD with a rollout-length curriculum), DESIGN.md section 7.
+
+Per generator update: `dmd.critic_ratio` critic updates (flow matching on fresh student rollouts), then one
+generator update: the student rolls out with its memory (gradient only at each chunk's exit step), the
+teacher (guided) and the critic score its target frames given the same context, and the DMD loss pulls the
+student toward the teacher. Stage 1: 21-frame rollouts, empty teacher context. Stage 2: N ~ U{n_min..n_max(t)}
+frames, chunks before the target without gradient, teacher and critic see the student's own memory as it
+stood for the first target chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from context_forcing.config import RunConfig
+from context_forcing.diffusion.samplers import guided
+from context_forcing.diffusion.schedule import add_noise, x0_from_velocity
+from context_forcing.distill.dmd import (dmd_gradient, dmd_loss, dmd_timesteps, flow_matching_loss,
+                                         sample_rollout_length)
+from context_forcing.memory.layout import parse_layout
+from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
+from context_forcing.rollout.training_rollout import RolloutResult, student_rollout
+from context_forcing.training.common import TrainingData, adamw, frozen, generator_state, set_generator_state
+from context_forcing.training.config import TrainConfig
+from context_forcing.training.ema import EMA
+from context_forcing.training.optim import clip_and_step
+
+
+class DmdStage:
+    """Stage 1 or Stage 2; see the module docstring."""
+
+    def __init__(self, name: str, run: RunConfig, train: TrainConfig, generator: CausalVideoDiT,
+                 teacher: CausalVideoDiT, critic: CausalVideoDiT, data: TrainingData) -> None:
+        self.name, self.run, self.train, self.data = name, run, train, data
+        self.generator, self.critic = generator.train(), critic.train()
+        self.teacher = frozen(teacher)
+        self.layout = parse_layout(run.memory.layout, run.chunk)
+        self.opt_generator = adamw(generator, train.generator)
+        self.opt_critic = adamw(critic, train.critic)
+        self.ema = EMA(generator, train.ema_decay, train.ema_start)
+        self.rng = torch.Generator().manual_seed(train.seed)
+        self.device = next(generator.parameters()).device
+
+    # ---- Stage protocol --------------------------------------------------------------------------------
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "critic": self.critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_generator, "critic": self.opt_critic}
+
+    def export_weights(self) -> dict[str, Tensor]:
+        return self.ema.export(self.generator)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"ema": self.ema.state_dict(), "rng": generator_state(self.rng), "data": self.data.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.ema.load_state_dict(state["ema"])
+        set_generator_state(self.rng, state["rng"])
+        self.data.load_state_dict(state["data"])
+
+    def train_step(self, step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for _ in range(self.train.dmd.critic_ratio):
+            metrics["critic_loss"] = self._critic_update(step)
+        metrics.update(self._generator_update(step))
+        self.ema.update(self.generator, step + 1)
+        return metrics
+
+    # ---- updates ---------------------------------------------------------------------------------------
+
+    def _rollout_shape(self, step: int) -> tuple[int, int]:
+        """(rollout frames N, target frames T) for this update."""
+        if self.name == "stage1":
+            return self.train.rollout_frames, self.train.rollout_frames
+        cur = self.train.curriculum
+        return sample_rollout_length(step, cur, self.run.chunk, self.rng), cur.target
+
+    def _rollout(self, step: int, grad: bool) -> tuple[RolloutResult, TeacherInputs]:
+        frames, target = self._rollout_shape(step)
+        cond = self.data.next_conditioning(frames).to(self.device)
+        first_target_chunk = (frames - target) // self.run.chunk
+        roll = student_rollout(self.generator, self.run, self.layout, cond, frames, self.rng,
+                               grad_from_chunk=first_target_chunk, exit_step=self.train.dmd.exit_step,
+                               context_chunk=first_target_chunk, grad=grad)
+        x = roll.latents[:, frames - target:]
+        target_cond = cond.frames(slice(frames - target, frames))
+        if roll.context is None:  # Stage 1, or a memory that was empty at the target
+            b = cond.batch_size
+            empty = torch.zeros(b, 0, dtype=torch.bool, device=self.device)
+            inputs = teacher_inputs(x[:, :0].detach(), empty, target_cond.frames(slice(0, 0)), x.detach(), target_cond)
+        else:
+            latents, valid, ctx_cond = roll.context
+            inputs = teacher_inputs(latents, valid, ctx_cond, x.detach(), target_cond)
+        return roll, inputs
+
+    def _velocity(self, model: CausalVideoDiT, inputs: TeacherInputs, x_t: Tensor, t: Tensor,
+                  null_prompt: bool = False) -> Tensor:
+        """Velocity of the target frames from a teacher-style forward over [context | noisy target]."""
+        cond = inputs.cond.null_prompt() if null_prompt else inputs.cond
+        out = model(inputs.with_target(x_t), inputs.timesteps(t), model.encode_prompt(cond), inputs.temporal, cond,
+                    frame_mask=inputs.frame_mask).velocity
+        return out[:, inputs.num_context:]
+
+    def _noised(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_t, noise, t (B,)) at DMD timesteps, one t per sample for all its target frames."""
+        t = dmd_timesteps(x.shape[0], self.train.dmd.t_min, self.train.dmd.t_max, self.run.sampler.shift,
+                          self.rng).to(self.device)
+        noise = torch.randn(x.shape, generator=self.rng).to(self.device)
+        sigma = (t / self.run.sampler.num_train_timesteps)[:, None]
+        return add_noise(x, noise, sigma), noise, t
+
+    def _critic_update(self, step: int) -> float:
+        """Flow matching of the critic ("fake score") on the student's current samples, same context."""
+        total = 0.0
+        for _ in range(self.train.accumulation):
+            with torch.no_grad():
+                roll, inputs = self._rollout(step, grad=False)
+            x = roll.latents[:, -inputs.num_target:]
+            x_t, noise, t = self._noised(x)
+            loss = flow_matching_loss(self._velocity(self.critic, inputs, x_t, t), x, noise)
+            (loss / self.train.accumulation).backward()
+            total += float(loss.detach()) / self.train.accumulation
+        clip_and_step(self.opt_critic, self.train.critic.clip)
+        return total
+
+    def _generator_update(self, step: int) -> dict[str, float]:
+        """DMD: grad = (x0_fake - x0_real) / mean|x - x0_real|, only on frames that carry gradient."""
+        total, grad_frames = 0.0, 0.0
+        for _ in range(self.train.accumulation):
+            roll, inputs = self._rollout(step, grad=True)
+            target = inputs.num_target
+            x, mask = roll.latents[:, -target:], roll.grad_frames[:, -target:]
+            x_t, _, t = self._noised(x.detach())
+            sigma = (t / self.run.sampler.num_train_timesteps)[:, None]
+            with torch.no_grad():
+                v_real = guided(self._velocity(self.teacher, inputs, x_t, t),
+                                self._velocity(self.teacher, inputs, x_t, t, null_prompt=True),
+                                self.train.dmd.guidance)
+                v_fake = self._velocity(self.critic, inputs, x_t, t)
+            grad = dmd_gradient(x.detach(), x0_from_velocity(x_t, v_real, sigma), x0_from_velocity(x_t, v_fake, sigma),
+                                mask)
+            loss = dmd_loss(x, grad, mask)
+            (loss / self.train.accumulation).backward()
+            total += float(loss.detach()) / self.train.accumulation
+            grad_frames += float(mask.float().mean()) / self.train.accumulation
+        norm = clip_and_step(self.opt_generator, self.train.generator.clip)
+        return {"loss": total, "grad_norm": norm, "grad_frame_share": grad_frames}

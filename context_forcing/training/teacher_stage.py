@@ -1,0 +1,149 @@
+"""The context teacher: flow matching on `teacher_inputs` with memory-structured context and ERFT.
+
+Per sample, the model-free context sampler picks sink / slow / fast frames from a real history; the target is
+the next T frames (whole chunks). Recycled errors perturb the fast (optionally slow) context and the clean
+target before noising (Error-Recycling Fine-Tuning); the loss asks for the velocity toward the clean target,
+so the teacher learns to continue well from drifted context. Prompt dropout trains the null prompt for CFG.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from context_forcing.conditioning import Conditioning
+from context_forcing.config import RunConfig
+from context_forcing.diffusion.schedule import add_noise, noise_from_velocity, shift_sigma, x0_from_velocity
+from context_forcing.distill.dmd import flow_matching_loss
+from context_forcing.memory.context_sampler import sample_context
+from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
+from context_forcing.training.common import TrainingData, adamw, generator_state, set_generator_state
+from context_forcing.training.config import TrainConfig
+from context_forcing.training.ema import EMA
+from context_forcing.training.erft import ErrorBank, inject
+from context_forcing.training.optim import clip_and_step
+
+
+def gather_context(latents: Tensor, cond: Conditioning, frames: list[tuple[int, ...]]
+                   ) -> tuple[Tensor, Tensor, Conditioning]:
+    """Per-sample context frames of real clips, padded: (latents (B, n, ...), valid (B, n), cond (B, n))."""
+    b = latents.shape[0]
+    n = max((len(f) for f in frames), default=0)
+    index = torch.zeros(b, n, dtype=torch.long, device=latents.device)
+    valid = torch.zeros(b, n, dtype=torch.bool, device=latents.device)
+    for i, chosen in enumerate(frames):
+        index[i, :len(chosen)] = torch.tensor(chosen, dtype=torch.long)
+        valid[i, :len(chosen)] = True
+    rows = torch.arange(b, device=latents.device)[:, None]
+    return latents[rows, index], valid, cond.frames(index)
+
+
+def sample_teacher_batch(latents: Tensor, cond: Conditioning, target: int, train: TrainConfig, chunk: int,
+                         generator: torch.Generator) -> tuple[TeacherInputs, Tensor, Tensor]:
+    """Context chosen per sample from the history before the last `target` frames.
+
+    Returns the teacher inputs plus (B, n) masks of fast and slow context frames (for ERFT)."""
+    history = latents.shape[1] - target
+    choices = [sample_context(history, train.context, chunk, generator) for _ in range(latents.shape[0])]
+    ctx, valid, ctx_cond = gather_context(latents, cond, [c.frames for c in choices])
+    fast = torch.zeros_like(valid)
+    slow = torch.zeros_like(valid)
+    for i, choice in enumerate(choices):
+        for j, part in enumerate(choice.parts):
+            fast[i, j] = part == "fast"
+            slow[i, j] = part == "slow"
+    tgt_cond = cond.frames(slice(history, None))
+    return teacher_inputs(ctx, valid, ctx_cond, latents[:, history:], tgt_cond), fast, slow
+
+
+class TeacherStage:
+    """Trains the context teacher (DESIGN.md section 7)."""
+
+    name = "teacher"
+
+    def __init__(self, run: RunConfig, train: TrainConfig, model: CausalVideoDiT, data: TrainingData) -> None:
+        self.run, self.train, self.data = run, train, data
+        self.model = model.train()
+        self.opt = adamw(model, train.generator)
+        self.ema = EMA(model, train.ema_decay, train.ema_start)
+        frame = (run.model.in_channels, run.video.latent_height, run.video.latent_width)
+        self.bank = ErrorBank(train.erft, frame, run.sampler.num_train_timesteps)
+        self.rng = torch.Generator().manual_seed(train.seed)
+        self.device = next(model.parameters()).device
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"teacher": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"teacher": self.opt}
+
+    def export_weights(self) -> dict[str, Tensor]:
+        return self.ema.export(self.model)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"ema": self.ema.state_dict(), "rng": generator_state(self.rng), "data": self.data.state_dict(),
+                "erft": self.bank.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.ema.load_state_dict(state["ema"])
+        set_generator_state(self.rng, state["rng"])
+        self.data.load_state_dict(state["data"])
+        self.bank.load_state_dict(state["erft"])
+
+    def train_step(self, step: int) -> dict[str, float]:
+        total = 0.0
+        for _ in range(self.train.accumulation):
+            total += self._micro_step() / self.train.accumulation
+        norm = clip_and_step(self.opt, self.train.generator.clip)
+        self.ema.update(self.model, step + 1)
+        return {"loss": total, "grad_norm": norm}
+
+    def _target_frames(self) -> int:
+        """Target length in whole chunks, uniform in [1 chunk, rollout_frames] like the paper's 21-latent targets."""
+        chunks = self.train.rollout_frames // self.run.chunk
+        return self.run.chunk * int(torch.randint(1, chunks + 1, (1,), generator=self.rng))
+
+    def _micro_step(self) -> float:
+        target = self._target_frames()
+        history = self.train.rollout_frames + 6 * self.train.context.max_slow  # room for a sparse slow memory
+        latents, cond = self.data.next_clip(history + target)
+        latents, cond = latents.to(self.device), cond.to(self.device)
+        inputs, fast, slow = sample_teacher_batch(latents, cond, target, self.train, self.run.chunk, self.rng)
+        clean = inputs.latents[:, inputs.num_context:]
+        context, perturbed, _ = inject(inputs.latents[:, :inputs.num_context], fast | slow if self.train.erft.inject_slow
+                                       else fast, clean, self.bank, self.train.erft, self.rng)
+        b = latents.shape[0]
+        sigma = shift_sigma(torch.rand(b, generator=self.rng), self.run.sampler.shift).float().to(self.device)
+        t = sigma * self.run.sampler.num_train_timesteps
+        noise = torch.randn(clean.shape, generator=self.rng).to(self.device)
+        x_t = add_noise(perturbed, noise, sigma[:, None])
+        drop = torch.rand(b, generator=self.rng) < self.train.prompt_dropout
+        cond_in = _drop_prompts(inputs.cond, drop.to(self.device))
+        sequence = torch.cat([context, x_t], dim=1)
+        v = self.model(sequence, inputs.timesteps(t), self.model.encode_prompt(cond_in), inputs.temporal, cond_in,
+                       frame_mask=inputs.frame_mask).velocity[:, inputs.num_context:]
+        loss = flow_matching_loss(v, clean, noise)  # toward the clean target: the teacher corrects recycled errors
+        (loss / self.train.accumulation).backward()
+        self._recycle(v.detach(), x_t, clean, noise, sigma, t)
+        return float(loss.detach())
+
+    def _recycle(self, v: Tensor, x_t: Tensor, clean: Tensor, noise: Tensor, sigma: Tensor, t: Tensor) -> None:
+        """Bank this prediction's per-frame errors at both ends (x0 and noise), grouped by timestep."""
+        s = sigma[:, None]
+        frames = clean.shape[1]
+        per_frame_t = t[:, None].expand(-1, frames).reshape(-1)
+        self.bank.add("x0", (x0_from_velocity(x_t, v, s) - clean).flatten(0, 1), per_frame_t)
+        self.bank.add("noise", (noise_from_velocity(x_t, v, s) - noise).flatten(0, 1), per_frame_t)
+
+
+def _drop_prompts(cond: Conditioning, drop: Tensor) -> Conditioning:
+    """Replace the prompt of samples where `drop` (B,) is true by the null prompt."""
+    null = cond.null_prompt()
+    if cond.prompt is not None:
+        return Conditioning(prompt=torch.where(drop[:, None], null.prompt, cond.prompt), actions=cond.actions,
+                            pose=cond.pose, spatial_positions=cond.spatial_positions)
+    return Conditioning(prompt_embeds=torch.where(drop[:, None, None], null.prompt_embeds, cond.prompt_embeds),
+                        actions=cond.actions, pose=cond.pose, spatial_positions=cond.spatial_positions)
