@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench train-panworld clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,18 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python benchmarks/streaming.py
+
+# The four training stages at the panworld preset, chained; each resumes from its run directory, so the
+# command can be re-run after an interruption (or a new session). Budgets on 2 CPU cores: docs/TRAINING.md.
+RUNS ?= $(HOME)/runs/panworld
+TRAIN := $(BIN)/context-forcing train
+train-panworld: setup
+	$(TRAIN) teacher --preset panworld --run-dir $(RUNS)/teacher --steps 8000
+	$(TRAIN) ode-init --preset panworld --run-dir $(RUNS)/ode-init --teacher $(RUNS)/teacher --steps 600
+	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/stage1 --teacher $(RUNS)/teacher --init $(RUNS)/ode-init \
+		--steps 600
+	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2 --teacher $(RUNS)/teacher --init $(RUNS)/stage1 \
+		--steps 500
 
 clean:
 	rm -rf $(VENV) demo

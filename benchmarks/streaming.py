@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from context_forcing.data.camera import random_camera_conditioning
+from context_forcing.data.episodes import episode_conditioning, panworld_episodes
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import get_preset
 from context_forcing.rollout.report import chunk_timings, session_report
@@ -43,7 +43,7 @@ def stream(model: CausalVideoDiT, batch: int, seconds: float, seed: int = 0) -> 
     run = get_preset("panworld")
     frames = int(seconds * run.video.latent_frames_per_second)
     chunks = -(-frames // run.chunk)
-    cond = random_camera_conditioning(run, batch, chunks * run.chunk, seed)
+    cond = episode_conditioning(run, panworld_episodes(run, seed, batch, chunks * run.chunk), chunks * run.chunk)
     session = StreamingSession(model, run, cond, seed=seed, layout=LAYOUT)
     tic = time.perf_counter()
     for _ in session.stream(frames):

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
     gen.add_argument("--checkpoint", help="checkpoint or run directory (default: random weights, with a warning)")
     gen.add_argument("--seconds", type=float, required=True, help="video length (4 latent frames per second)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0,
+                     help="noise seed and PanWorld episode seed of sample 0 (seed + b for sample b; eval episodes "
+                          "are seeds >= 1000000)")
     gen.add_argument("--out", required=True, help="output .mp4 (batch samples side by side)")
     gen.add_argument("--memory", help="memory layout, e.g. sink3-slow12-fast6:similarity0.95:bounded, window-21, full")
     gen.add_argument("--batch", type=int, default=1)
@@ -47,10 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor for small frames")
     gen.add_argument("--quality", default="lossless", choices=["lossless", "compatible"],
                      help="MP4 encoding: lossless RGB (exact; mpv/VLC/ffmpeg) or compatible yuv420p (browsers)")
+    gen.add_argument("--side-by-side", action="store_true",
+                     help="write each sample next to its PanWorld ground truth (generated | truth)")
     gen.add_argument("--report", help="write a JSON report here")
     gen.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     _add_train_parser(commands)
+    _add_world_parser(commands)
     return parser
+
+
+def _add_world_parser(commands: argparse._SubParsersAction) -> None:
+    world = commands.add_parser("world", help="render a ground-truth PanWorld episode and its revisit schedule")
+    world.add_argument("--seed", type=int, required=True, help="episode seed (>= 1000000: the eval split)")
+    world.add_argument("--seconds", type=float, required=True, help="episode length (4 frames per second)")
+    world.add_argument("--out", required=True, help="output .mp4")
+    world.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor")
+    world.add_argument("--quality", default="lossless", choices=["lossless", "compatible"])
+    world.add_argument("--report", help="write the episode's ground truth summary (JSON) here")
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -86,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from context_forcing.training.loop import run_train  # torch: lazily, after validation
 
             return run_train(request)
+        if args.command == "world":
+            return _run_world(args)
     except (UsageError, ConfigError) as error:
         print(f"context-forcing {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -124,18 +141,11 @@ def _generate_request(args: argparse.Namespace, request_type: type):
     fps = _positive_float("--fps", args.fps) if args.fps is not None else float(run.video.fps)
     if args.threads is not None:
         _positive_int("--threads", args.threads)
-    if Path(args.out).suffix.lower() != ".mp4":
-        raise UsageError(f"--out: got {args.out!r}; must end in .mp4")
-    for flag, path in (("--out", args.out), ("--report", args.report)):
-        if path is not None:
-            try:
-                check_writable(path)
-            except ValueError as error:
-                raise UsageError(f"{flag}: {error}") from None
+    _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
     return request_type(run=run, checkpoint=args.checkpoint, layout=layout, seconds=seconds, seed=args.seed,
                         batch=batch, out=Path(args.out), fps=fps, scale=scale,
                         report=Path(args.report) if args.report else None, threads=args.threads,
-                        quality=args.quality)
+                        quality=args.quality, side_by_side=args.side_by_side)
 
 
 def _train_request(args: argparse.Namespace):
@@ -206,3 +216,34 @@ def _check_run_dir(run_dir: Path, run, train) -> None:
                          f"{'; '.join(mismatches)}; use the same flags to resume, or a new --run-dir")
     if done > train.steps:
         raise UsageError(f"--steps: got {train.steps}; {run_dir} is already at step {done} (may only grow)")
+
+
+def _run_world(args: argparse.Namespace) -> int:
+    """Validate, then render the episode."""
+    from context_forcing.io.files import check_writable
+
+    if args.seed < 0:
+        raise UsageError(f"--seed: got {args.seed}; must be >= 0")
+    seconds = _positive_float("--seconds", args.seconds)
+    scale = _positive_int("--scale", args.scale)
+    _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
+    from context_forcing.data.world_video import render_world
+
+    summary = render_world(args.seed, seconds, Path(args.out), scale, Path(args.report) if args.report else None,
+                           args.quality)
+    print(f"wrote {summary['frames_written']} frames of episode {args.seed} ({summary['split']}) to {args.out}; "
+          f"{summary['revisits']} revisits, longest gap {summary['longest_gap']} frames", file=sys.stderr)
+    return 0
+
+
+def _check_outputs(outputs: list[tuple[str, str | None, str]], check_writable) -> None:
+    """Each (flag, path, suffix): the path ends in the suffix and can be written."""
+    for flag, path, suffix in outputs:
+        if path is None:
+            continue
+        if Path(path).suffix.lower() != suffix:
+            raise UsageError(f"{flag}: got {path!r}; must end in {suffix}")
+        try:
+            check_writable(path)
+        except ValueError as error:
+            raise UsageError(f"{flag}: {error}") from None

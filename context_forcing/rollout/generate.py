@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from context_forcing.codecs import build_codec
 from context_forcing.config import RunConfig
-from context_forcing.data.camera import random_camera_conditioning
+from context_forcing.data.episodes import episode_conditioning, ground_truth_pixels, panworld_episodes
 from context_forcing.io.files import atomic_write_json
 from context_forcing.io.video import VideoWriter
 from context_forcing.memory.layout import MemoryLayout
@@ -37,6 +37,7 @@ class GenerateRequest:
     report: Path | None
     threads: int | None = None
     quality: str = "lossless"
+    side_by_side: bool = False  # each sample next to its PanWorld ground truth
 
 
 def latent_frames_for(seconds: float, run: RunConfig) -> int:
@@ -65,7 +66,8 @@ def run_generate(request: GenerateRequest) -> int:
     model = build_model(request)
     frames = latent_frames_for(request.seconds, run)
     chunks = math.ceil(frames / run.chunk)
-    cond = random_camera_conditioning(run, request.batch, chunks * run.chunk, request.seed)
+    episodes = panworld_episodes(run, request.seed, request.batch, chunks * run.chunk)
+    cond = episode_conditioning(run, episodes, chunks * run.chunk)
     session = StreamingSession(model, run, cond, seed=request.seed, layout=request.layout,
                                codec=build_codec(run.codec, run.video))
     per_latent = run.video.pixel_frames_per_latent
@@ -75,6 +77,10 @@ def run_generate(request: GenerateRequest) -> int:
         for chunk in session.stream(frames):
             keep = max(0, frames * per_latent - written)
             pixels = chunk.pixels[:, :keep]  # (B, t, H, W, 3): trim the last chunk to the request
+            if request.side_by_side:
+                start = written // per_latent
+                truth = [ground_truth_pixels(run, e, start, start + pixels.shape[1]) for e in episodes]
+                pixels = torch.stack([torch.cat([p, t], dim=2) for p, t in zip(pixels, truth)])
             writer.write(torch.cat(list(pixels), dim=2))  # samples side by side
             written += pixels.shape[1]
             bar.update(1)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import ConfigError, RunConfig
+from context_forcing.data.episodes import area_downsample, check_panworld_run
 from context_forcing.data.iterator import PanWorldStream
 from context_forcing.data.panworld import PanWorldConfig
 from context_forcing.training.config import TrainConfig
@@ -27,12 +27,8 @@ class PanWorldTrainingData:
         self.world = world or PanWorldConfig()
         self.run, self.batch, self.seed, self.split = run, train.batch, train.seed, split
         self.episode_frames = episode_frames
+        check_panworld_run(run, self.world)
         size = (self.world.frame_height, self.world.frame_width)
-        latent = (run.video.latent_height, run.video.latent_width)
-        if size[0] % latent[0] or size[1] % latent[1]:
-            raise ConfigError(f"the run's latent frame {latent[0]}x{latent[1]} must divide PanWorld's "
-                              f"{size[0]}x{size[1]}")
-        self.factor = (size[0] // latent[0], size[1] // latent[1])
         # render at PanWorld's own size with the panworld token geometry, then downsample
         self.render_run = replace(run, video=replace(run.video, latent_height=size[0], latent_width=size[1]),
                                   model=replace(run.model, patch=(1, size[0], 4)))
@@ -50,11 +46,7 @@ class PanWorldTrainingData:
         """Latents (B, frames, 3, h, w) in [-1, 1] from episode starts, and their conditioning."""
         batch = self._stream(frames).batch_at(self.step)
         self.step += 1
-        latents = batch.latents
-        if self.factor != (1, 1):
-            b, f = latents.shape[:2]
-            latents = torch.nn.functional.avg_pool2d(latents.flatten(0, 1), self.factor).unflatten(0, (b, f))
-        return latents, batch.cond
+        return area_downsample(batch.latents, self.run.video.latent_height, self.run.video.latent_width), batch.cond
 
     def next_conditioning(self, frames: int) -> Conditioning:
         """Conditioning only (DMD stages learn from the teacher, not from videos)."""

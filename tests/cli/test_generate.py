@@ -81,6 +81,19 @@ def test_generate_tiny_end_to_end_with_checkpoint(tmp_path, capsys):
     assert "random weights" not in capsys.readouterr().err
 
 
+def test_side_by_side_shows_the_panworld_ground_truth(tmp_path):
+    from context_forcing.data.episodes import ground_truth_pixels, panworld_episodes
+
+    assert main(["generate", "--preset", "tiny", "--seconds", "1.5", "--seed", "1000005", "--out",
+                 str(tmp_path / "v.mp4"), "--side-by-side", "--batch", "2"]) == 0
+    video = read_mp4(tmp_path / "v.mp4")
+    assert video.shape == (6, 8, 32, 3)  # per sample: generated | truth, samples side by side
+    run = get_preset("tiny")
+    episodes = panworld_episodes(run, 1000005, 2, 6)
+    assert torch.equal(video[:, :, 8:16], ground_truth_pixels(run, episodes[0], 0, 6))
+    assert torch.equal(video[:, :, 24:32], ground_truth_pixels(run, episodes[1], 0, 6))
+
+
 def test_console_script_exit_status(tmp_path):
     """The installed entry point and `python -m` both exit 2 on bad input, printing no traceback."""
     proc = subprocess.run([sys.executable, "-m", "context_forcing", *_args(tmp_path, "--seconds", "-1")],
