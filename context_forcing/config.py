@@ -163,6 +163,9 @@ class RunConfig:
 
     preset: str = "tiny"
     chunk: int = 3  # latent frames denoised together
+    # spatial RoPE positions: "grid" = token row/column; "world" = row and the token's world column (PanWorld:
+    # camera x in tokens + column), so remembered content sits at relative position 0 (benchmarks.md)
+    spatial_positions: str = "grid"
     model: ModelConfig = field(default_factory=ModelConfig)
     text: TextConfig = field(default_factory=TextConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
@@ -172,6 +175,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive("chunk", self.chunk)
+        _require(self.spatial_positions in ("grid", "world"),
+                 f"spatial_positions must be 'grid' or 'world', got {self.spatial_positions!r}")
         _, ph, pw = self.model.patch
         _require(self.video.latent_height % ph == 0 and self.video.latent_width % pw == 0,
                  f"video latent size {self.video.latent_height}x{self.video.latent_width} must be divisible by "
@@ -202,7 +207,7 @@ class RunConfig:
         for key, value in data.items():
             if key in kinds:
                 kwargs[key] = _build(kinds[key], value, key)
-            elif key in ("preset", "chunk"):
+            elif key in ("preset", "chunk", "spatial_positions"):
                 kwargs[key] = value
             else:
                 raise ConfigError(f"unknown config key {key!r}")

@@ -23,11 +23,12 @@ def tiny() -> RunConfig:
 def panworld() -> RunConfig:
     """PanWorld benchmark size: 32x32 RGB, vertical-strip tokens (1, 32, 4) -> 8 tokens per frame, ~3.9 M params.
 
-    A 4 px camera move is a whole token, so remembered content is a token copy (benchmarks.md, Learnability).
+    A 4 px camera move is a whole token, so remembered content is a token copy, and spatial RoPE positions carry
+    each token's world column, so the copy is attention at relative position 0 (benchmarks.md, Learnability).
     """
     base = tiny()
     return replace(
-        base, preset="panworld",
+        base, preset="panworld", spatial_positions="world",
         model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 32, 4), dim=256, heads=4, layers=4, ffn_dim=768,
                           text_dim=64, freq_dim=64, action_dim=3, pose_freqs=6),
         text=TextConfig(kind="attributes", vocab_size=64, prompt_len=4),

@@ -32,17 +32,24 @@ def check_panworld_run(run: RunConfig, world: PanWorldConfig) -> None:
     if world.frame_height % run.video.latent_height or world.frame_width % run.video.latent_width:
         raise ConfigError(f"the preset's latent frame {run.video.latent_height}x{run.video.latent_width} must "
                           f"divide PanWorld's {world.frame_height}x{world.frame_width}")
+    if run.spatial_positions == "world" and (run.video.latent_height, run.video.latent_width) != (
+            world.frame_height, world.frame_width):
+        raise ConfigError(f"spatial_positions 'world' needs latent frames of PanWorld's size "
+                          f"{world.frame_height}x{world.frame_width}, got {run.video.latent_height}x"
+                          f"{run.video.latent_width}")
     if run.model.action_dim not in (0, world.action_dim):
         raise ConfigError(f"model.action_dim must be 0 or {world.action_dim}, got {run.model.action_dim}")
 
 
 def episode_conditioning(run: RunConfig, episodes: list[Episode], frames: int) -> Conditioning:
     """Batched conditioning of frames [0, frames) of each episode, restricted to what the model takes."""
-    parts = [e.conditioning(0, frames, prompt_len=run.text.prompt_len) for e in episodes]
-    cond = Conditioning(prompt=torch.cat([p.prompt for p in parts]),
+    world = run.spatial_positions == "world"
+    parts = [e.conditioning(0, frames, prompt_len=run.text.prompt_len, spatial=world, grid=run.token_grid)
+             for e in episodes]
+    return Conditioning(prompt=torch.cat([p.prompt for p in parts]),
                         actions=torch.cat([p.actions for p in parts]) if run.model.action_dim else None,
-                        pose=torch.cat([p.pose for p in parts]) if run.model.pose_freqs else None)
-    return cond
+                        pose=torch.cat([p.pose for p in parts]) if run.model.pose_freqs else None,
+                        spatial_positions=torch.cat([p.spatial_positions for p in parts]) if world else None)
 
 
 def ground_truth_pixels(run: RunConfig, episode: Episode, start: int, stop: int) -> Tensor:

@@ -63,8 +63,8 @@ def attention_mask(frame_mask: Tensor | None, tokens_per_frame: int, context: At
     return torch.cat(parts, dim=-1)[:, None]
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with RMSNorm on q and k across heads (Wan2.1) and 3-D RoPE."""
+class _Attention(nn.Module):
+    """Wan2.1 attention parameters: q, k, v, o projections and RMSNorm on q and k across heads."""
 
     def __init__(self, dim: int, heads: int, eps: float) -> None:
         super().__init__()
@@ -72,6 +72,10 @@ class SelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+
+class SelfAttention(_Attention):
+    """Multi-head self-attention over [context | frames] with 3-D RoPE."""
 
     def forward(self, x: Tensor, rope: Tensor, context: AttentionContext | None, layer: int,
                 mask: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -90,15 +94,8 @@ class SelfAttention(nn.Module):
         return self.o(out.transpose(1, 2).reshape(b, length, -1)), (k, v)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Attention from video tokens to the prompt tokens (no RoPE, no mask: Wan attends to padding too)."""
-
-    def __init__(self, dim: int, heads: int, eps: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
 
     def prompt_kv(self, text: Tensor) -> tuple[Tensor, Tensor]:
         """Embedded prompt (B, P, D) -> K, V (B, H, P, hd)."""

@@ -39,6 +39,7 @@ class PanWorldTrainingData:
         if frames not in self._streams:
             self._streams[frames] = PanWorldStream(self.world, self.render_run, self.split, self.seed, window=frames,
                                                    batch=self.batch, history=(0, 0),
+                                                   spatial_positions=self.run.spatial_positions == "world",
                                                    episode_frames=max(self.episode_frames, frames))
         return self._streams[frames]
 
