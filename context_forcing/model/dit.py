@@ -66,6 +66,10 @@ class Block(nn.Module):
                                  nn.Linear(cfg.ffn_dim, cfg.dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
 
+    def prompt_kv(self, text: Tensor) -> tuple[Tensor, Tensor]:
+        """This block's cross-attention K/V of the embedded prompt (a block method, so FSDP2 can unshard it)."""
+        return self.cross_attn.prompt_kv(text)
+
     def forward(self, x: Tensor, e: Tensor, rope: Tensor, prompt: tuple[Tensor, Tensor],
                 context: AttentionContext | None, layer: int, mask: Tensor | None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -156,7 +160,7 @@ class CausalVideoDiT(nn.Module):
         else:
             embeds = cond.prompt_embeds
         text = self.text_embedding(embeds.to(self.text_embedding[0].weight.dtype))  # (B, P, D)
-        kv = [block.cross_attn.prompt_kv(text) for block in self.blocks]
+        kv = [block.prompt_kv(text) for block in self.blocks]
         return PromptContext([k for k, _ in kv], [v for _, v in kv])
 
     def frame_conditioning(self, cond: Conditioning | None, batch: int, frames: int) -> Tensor | None:

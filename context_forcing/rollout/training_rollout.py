@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -36,7 +37,8 @@ class RolloutResult:
 
 def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout, cond: Conditioning, num_frames: int,
                     generator: torch.Generator, grad_from_chunk: int = 0, exit_step: str = "shared",
-                    context_chunk: int | None = None, grad: bool = True) -> RolloutResult:
+                    context_chunk: int | None = None, grad: bool = True,
+                    sample_generators: list[torch.Generator] | None = None) -> RolloutResult:
     """Roll the student out for `num_frames` (whole chunks) with its memory.
 
     Chunks before `grad_from_chunk` run the full sampler without gradient; later chunks stop at a random exit
@@ -53,6 +55,12 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
     memory = new_memory(run, layout, b, device, admit_kv="clean")  # training commits clean K/V
     shape = (b, c, run.model.in_channels, run.video.latent_height, run.video.latent_width)
     shared_exit = int(torch.randint(len(sigmas), (1,), generator=generator))
+
+    def noise() -> Tensor:
+        if sample_generators is None:
+            return torch.randn(shape, generator=generator).to(device)
+        return torch.stack([torch.randn(shape[1:], generator=g) for g in sample_generators]).to(device)
+
     with torch.no_grad():
         prompt_nograd = model.encode_prompt(cond)
     prompt_grad = model.encode_prompt(cond) if grad else prompt_nograd
@@ -70,7 +78,7 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
         with torch.no_grad():
             ctx = memory.context(model, plans)
         inputs = ChunkInputs(prompt_grad if trains else prompt_nograd, temporal, chunk_cond, ctx)
-        x0 = _denoise_to_exit(model, inputs, sigmas, exit_at, shape, generator, trains, run)
+        x0 = _denoise_to_exit(model, inputs, sigmas, exit_at, shape, noise, trains, run)
         with torch.no_grad():
             memory.commit(commit_pass(model, ChunkInputs(prompt_nograd, temporal, chunk_cond, ctx), x0.detach()),
                           frame_inputs(model, run, x0.detach(), chunk_cond))
@@ -81,10 +89,9 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
 
 
 def _denoise_to_exit(model: CausalVideoDiT, inputs: ChunkInputs, sigmas: Tensor, exit_at: int, shape: tuple,
-                     generator: torch.Generator, trains: bool, run: RunConfig) -> Tensor:
+                     noise: Callable[[], Tensor], trains: bool, run: RunConfig) -> Tensor:
     """Few-step sampling that stops at step `exit_at` and returns its x0; only that step records a graph."""
-    device = sigmas.device
-    x = torch.randn(shape, generator=generator).to(device)
+    x = noise()
     x0 = x
     for i in range(exit_at + 1):
         level = sigmas[i].expand(shape[:2])
@@ -94,5 +101,5 @@ def _denoise_to_exit(model: CausalVideoDiT, inputs: ChunkInputs, sigmas: Tensor,
                       inputs.cond, context=inputs.context).velocity
             x0 = x0_from_velocity(x, v, level)
         if i < exit_at:
-            x = add_noise(x0, torch.randn(shape, generator=generator).to(device), sigmas[i + 1])
+            x = add_noise(x0, noise(), sigmas[i + 1])
     return x0

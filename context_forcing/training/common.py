@@ -41,12 +41,3 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def generator_state(generator: torch.Generator) -> list[int]:
-    """A torch.Generator's state as JSON-friendly ints."""
-    return generator.get_state().tolist()
-
-
-def set_generator_state(generator: torch.Generator, state: list[int]) -> None:
-    generator.set_state(torch.tensor(state, dtype=torch.uint8))

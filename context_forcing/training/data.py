@@ -15,17 +15,23 @@ from context_forcing.conditioning import Conditioning
 from context_forcing.config import ConfigError, RunConfig
 from context_forcing.data.episodes import area_downsample, check_panworld_run
 from context_forcing.data.iterator import PanWorldStream
+from context_forcing.training.distributed import local_samples, world_size
 from context_forcing.data.panworld import PanWorldConfig
 from context_forcing.training.config import TrainConfig
 
 
 class PanWorldTrainingData:
-    """Clips of `frames` latent frames starting at frame 0 of fresh training episodes; resumable by step."""
+    """Clips of `frames` latent frames starting at frame 0 of fresh training episodes; resumable by step.
+
+    With several processes, every process draws the same global batch (`batch` x processes) and keeps its
+    own slice, so N processes see exactly the samples one process with an N times larger batch would.
+    """
 
     def __init__(self, run: RunConfig, train: TrainConfig, world: PanWorldConfig | None = None,
                  split: str = "train", episode_frames: int = 256) -> None:
         self.world = world or PanWorldConfig()
         self.run, self.batch, self.seed, self.split = run, train.batch, train.seed, split
+        self.samples = local_samples(train.batch)  # this process's slice of the global batch
         self.episode_frames = episode_frames
         check_panworld_run(run, self.world)
         size = (self.world.frame_height, self.world.frame_width)
@@ -38,7 +44,7 @@ class PanWorldTrainingData:
     def _stream(self, frames: int) -> PanWorldStream:
         if frames not in self._streams:
             self._streams[frames] = PanWorldStream(self.world, self.render_run, self.split, self.seed, window=frames,
-                                                   batch=self.batch, history=(0, 0),
+                                                   batch=self.batch * world_size(), history=(0, 0),
                                                    spatial_positions=self.run.spatial_positions == "world",
                                                    episode_frames=max(self.episode_frames, frames))
         return self._streams[frames]
@@ -47,7 +53,9 @@ class PanWorldTrainingData:
         """Latents (B, frames, 3, h, w) in [-1, 1] from episode starts, and their conditioning."""
         batch = self._stream(frames).batch_at(self.step)
         self.step += 1
-        return area_downsample(batch.latents, self.run.video.latent_height, self.run.video.latent_width), batch.cond
+        mine = slice(self.samples.start, self.samples.stop)
+        latents = area_downsample(batch.latents[mine], self.run.video.latent_height, self.run.video.latent_width)
+        return latents, batch.cond.select(mine)
 
     def next_conditioning(self, frames: int) -> Conditioning:
         """Conditioning only (DMD stages learn from the teacher, not from videos)."""

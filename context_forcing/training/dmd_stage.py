@@ -24,10 +24,12 @@ from context_forcing.memory.layout import parse_layout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
 from context_forcing.rollout.training_rollout import RolloutResult, student_rollout
-from context_forcing.training.common import TrainingData, adamw, frozen, generator_state, set_generator_state
+from context_forcing.training.common import TrainingData, adamw, frozen
+from context_forcing.training.distributed import local_samples
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.ema import EMA
 from context_forcing.training.optim import clip_and_step
+from context_forcing.training.randomness import DrawCounter, StepRandom
 
 
 class DmdStage:
@@ -42,7 +44,7 @@ class DmdStage:
         self.opt_generator = adamw(generator, train.generator)
         self.opt_critic = adamw(critic, train.critic)
         self.ema = EMA(generator, train.ema_decay, train.ema_start)
-        self.rng = torch.Generator().manual_seed(train.seed)
+        self.random = DrawCounter(train.seed, local_samples(train.batch))
         self.device = next(generator.parameters()).device
 
     # ---- Stage protocol --------------------------------------------------------------------------------
@@ -57,14 +59,14 @@ class DmdStage:
         return self.ema.export(self.generator)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "rng": generator_state(self.rng), "data": self.data.state_dict()}
+        return {"ema": self.ema.state_dict(), "data": self.data.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state["ema"])
-        set_generator_state(self.rng, state["rng"])
+        self.ema.load_state_dict(state["ema"])  # an obsolete "rng" entry (randomness is now keyed by step) is ignored
         self.data.load_state_dict(state["data"])
 
     def train_step(self, step: int) -> dict[str, float]:
+        self.random.start(step)
         metrics: dict[str, float] = {}
         for _ in range(self.train.dmd.critic_ratio):
             metrics["critic_loss"] = self._critic_update(step)
@@ -74,19 +76,19 @@ class DmdStage:
 
     # ---- updates ---------------------------------------------------------------------------------------
 
-    def _rollout_shape(self, step: int) -> tuple[int, int]:
+    def _rollout_shape(self, step: int, random: StepRandom) -> tuple[int, int]:
         """(rollout frames N, target frames T) for this update."""
         if self.name == "stage1":
             return self.train.rollout_frames, self.train.rollout_frames
         cur = self.train.curriculum
-        return sample_rollout_length(step, cur, self.run.chunk, self.rng), cur.target
+        return sample_rollout_length(step, cur, self.run.chunk, random.shared), cur.target
 
-    def _rollout(self, step: int, grad: bool) -> tuple[RolloutResult, TeacherInputs]:
-        frames, target = self._rollout_shape(step)
+    def _rollout(self, step: int, grad: bool, random: StepRandom) -> tuple[RolloutResult, TeacherInputs]:
+        frames, target = self._rollout_shape(step, random)
         cond = self.data.next_conditioning(frames).to(self.device)
         first_target_chunk = (frames - target) // self.run.chunk
-        roll = student_rollout(self.generator, self.run, self.layout, cond, frames, self.rng,
-                               grad_from_chunk=first_target_chunk, exit_step=self.train.dmd.exit_step,
+        roll = student_rollout(self.generator, self.run, self.layout, cond, frames, random.shared,
+                               sample_generators=random.samples, grad_from_chunk=first_target_chunk, exit_step=self.train.dmd.exit_step,
                                context_chunk=first_target_chunk, grad=grad)
         x = roll.latents[:, frames - target:]
         target_cond = cond.frames(slice(frames - target, frames))
@@ -107,11 +109,12 @@ class DmdStage:
                     frame_mask=inputs.frame_mask).velocity
         return out[:, inputs.num_context:]
 
-    def _noised(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _noised(self, x: Tensor, random: StepRandom) -> tuple[Tensor, Tensor, Tensor]:
         """(x_t, noise, t (B,)) at DMD timesteps, one t per sample for all its target frames."""
-        t = dmd_timesteps(x.shape[0], self.train.dmd.t_min, self.train.dmd.t_max, self.run.sampler.shift,
-                          self.rng).to(self.device)
-        noise = torch.randn(x.shape, generator=self.rng).to(self.device)
+        dmd = self.train.dmd
+        t = torch.cat([dmd_timesteps(1, dmd.t_min, dmd.t_max, self.run.sampler.shift, g) for g in random.samples])
+        t = t.to(self.device)
+        noise = random.randn(*x.shape[1:]).to(self.device)
         sigma = (t / self.run.sampler.num_train_timesteps)[:, None]
         return add_noise(x, noise, sigma), noise, t
 
@@ -119,10 +122,11 @@ class DmdStage:
         """Flow matching of the critic ("fake score") on the student's current samples, same context."""
         total = 0.0
         for _ in range(self.train.accumulation):
+            random = self.random.next()
             with torch.no_grad():
-                roll, inputs = self._rollout(step, grad=False)
+                roll, inputs = self._rollout(step, grad=False, random=random)
             x = roll.latents[:, -inputs.num_target:]
-            x_t, noise, t = self._noised(x)
+            x_t, noise, t = self._noised(x, random)
             loss = flow_matching_loss(self._velocity(self.critic, inputs, x_t, t), x, noise)
             (loss / self.train.accumulation).backward()
             total += float(loss.detach()) / self.train.accumulation
@@ -133,10 +137,11 @@ class DmdStage:
         """DMD: grad = (x0_fake - x0_real) / mean|x - x0_real|, only on frames that carry gradient."""
         total, grad_frames = 0.0, 0.0
         for _ in range(self.train.accumulation):
-            roll, inputs = self._rollout(step, grad=True)
+            random = self.random.next()
+            roll, inputs = self._rollout(step, grad=True, random=random)
             target = inputs.num_target
             x, mask = roll.latents[:, -target:], roll.grad_frames[:, -target:]
-            x_t, _, t = self._noised(x.detach())
+            x_t, _, t = self._noised(x.detach(), random)
             sigma = (t / self.run.sampler.num_train_timesteps)[:, None]
             with torch.no_grad():
                 v_real = guided(self._velocity(self.teacher, inputs, x_t, t),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from context_forcing.training.distributed import copy_into
+
 
 class EMA:
     """Shadow fp32 copies of a module's trainable parameters, updated after each optimiser step."""
@@ -54,7 +56,7 @@ class EMA:
             raise ValueError(f"EMA state does not match the module (missing {sorted(missing)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]})")
         for name, value in state.items():
-            self.shadow[name].copy_(value)
+            copy_into(self.shadow[name], value)  # a shadow may be a DTensor shard under FSDP2
 
 
 def _trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:

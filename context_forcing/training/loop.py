@@ -35,6 +35,8 @@ from context_forcing.config import ConfigError, RunConfig
 from context_forcing.model.checkpoint import LATEST_FILE, CheckpointError, point_latest, resolve_checkpoint, \
     save_checkpoint
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.distributed import (barrier_and_destroy, full, init_distributed, load_full_state,
+                                                  mean_over_processes, shard_optimizer_state)
 from context_forcing.training.run_dir import (LOOP_FILE, METRICS_FILE, STATE_DIR, TB_DIR, checkpoint_dir,
                                               is_main, latest_step, remove_partial_files, truncate_metrics,
                                               write_configs)
@@ -62,10 +64,14 @@ def run_train(request: TrainRequest) -> int:
     from context_forcing.training.stages import build_stage  # the stage registry; heavy imports, lazily
 
     run, train = request.run, request.train
+    init_distributed()  # torchrun: join the process group (gloo on CPU, NCCL on CUDA); no-op for one process
     seed_everything(train.seed)  # network initialisation inside build_stage is reproducible too
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    stage = build_stage(train.stage, run, train, request.init, request.teacher, device)
-    run_training(request.run_dir, run, train, stage)
+    device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    try:
+        stage = build_stage(train.stage, run, train, request.init, request.teacher, device)
+        run_training(request.run_dir, run, train, stage)
+    finally:
+        barrier_and_destroy()
     return 0
 
 
@@ -84,7 +90,7 @@ def run_training(run_dir: str | Path, run: RunConfig, train: TrainConfig, stage:
         write_configs(run_dir, run, train)  # after resume: a continued run records its new `steps`
     with MetricsLog(run_dir, start, train.log_every) as log, _progress_bar(train, start, progress) as bar:
         for step in range(start, train.steps):
-            metrics = stage.train_step(step)  # `step` updates done before this one
+            metrics = mean_over_processes(stage.train_step(step))  # `step` updates done before this one
             log.write(step + 1, metrics)
             bar.update(1)
             if "loss" in metrics:
@@ -161,34 +167,52 @@ def _tensorboard(directory: Path, start: int) -> Any:
 
 
 def save_training_checkpoint(run_dir: Path, run: RunConfig, stage: Stage, step: int) -> Path:
-    """Write `checkpoints/step-NNNNNN/` atomically, then point `latest` at it."""
+    """Write `checkpoints/step-NNNNNN/` atomically, then point `latest` at it.
+
+    Every process gathers the full (unsharded) state, a collective under FSDP2; only rank 0 writes.
+    """
     rng = capture_rng()  # first: nothing below may move the trajectory's RNG state
     directory = checkpoint_dir(run_dir, step)
-    if not is_main():
-        return directory
-    save_checkpoint(directory, run, stage.export_weights(),
-                    write_extra=lambda tmp: write_training_state(tmp / STATE_DIR, stage, step, rng))
-    point_latest(run_dir, directory)
+    state = TrainingState(
+        step=step, stage=stage.name, weights=full(stage.export_weights()),
+        networks={name: full(net.state_dict()) for name, net in stage.networks().items()},
+        optimizers={name: full(opt.state_dict()) for name, opt in stage.optimizers().items()},
+        extra=full(stage.extra_state()), rng=rng)
+    if is_main():
+        save_checkpoint(directory, run, state.weights,
+                        write_extra=lambda tmp: write_training_state(tmp / STATE_DIR, state))
+        point_latest(run_dir, directory)
     return directory
 
 
-def write_training_state(directory: Path, stage: Stage, step: int,
-                         rng: tuple[dict, dict[str, Tensor]]) -> None:
+@dataclass
+class TrainingState:
+    """Everything a checkpoint holds besides the RunConfig, as full (unsharded) tensors."""
+
+    step: int
+    stage: str
+    weights: dict[str, Tensor]
+    networks: dict[str, dict[str, Tensor]]
+    optimizers: dict[str, dict[str, Any]]
+    extra: dict[str, Any]
+    rng: tuple[dict, dict[str, Tensor]]
+
+
+def write_training_state(directory: Path, state: TrainingState) -> None:
     """Everything needed to continue on the same trajectory (module docstring lists the files)."""
     directory.mkdir(parents=True)
-    networks, optimizers = stage.networks(), stage.optimizers()
-    for name, network in networks.items():
-        save_file(_storable(network.state_dict()), str(directory / f"network.{_safe(name)}.safetensors"))
-    for name, optimizer in optimizers.items():
-        torch.save(optimizer.state_dict(), directory / f"optimizer.{_safe(name)}.pt")
+    for name, weights in state.networks.items():
+        save_file(_storable(weights), str(directory / f"network.{_safe(name)}.safetensors"))
+    for name, optimizer in state.optimizers.items():
+        torch.save(optimizer, directory / f"optimizer.{_safe(name)}.pt")
     tensors: dict[str, Tensor] = {}
-    tree = _encode(stage.extra_state(), tensors, "extra")
+    tree = _encode(state.extra, tensors, "extra")
     save_file(_storable(tensors), str(directory / "extra.safetensors"))
     (directory / "extra.json").write_text(json.dumps(tree) + "\n")
-    rng_json, rng_tensors = rng
+    rng_json, rng_tensors = state.rng
     save_file(_storable(rng_tensors), str(directory / "rng.safetensors"))
-    loop = {"step": step, "stage": stage.name, "networks": sorted(networks),
-            "optimizers": sorted(optimizers), "rng": rng_json}
+    loop = {"step": state.step, "stage": state.stage, "networks": sorted(state.networks),
+            "optimizers": sorted(state.optimizers), "rng": rng_json}
     (directory / LOOP_FILE).write_text(json.dumps(loop) + "\n")
 
 
@@ -201,11 +225,12 @@ def load_training_state(checkpoint: Path, stage: Stage) -> int:
         _same_names(checkpoint, "networks", loop["networks"], networks)
         _same_names(checkpoint, "optimizers", loop["optimizers"], optimizers)
         for name, network in networks.items():
-            network.load_state_dict(load_file(str(directory / f"network.{_safe(name)}.safetensors")))
+            load_full_state(network, load_file(str(directory / f"network.{_safe(name)}.safetensors")))
         for name, optimizer in optimizers.items():
             path = directory / f"optimizer.{_safe(name)}.pt"
             # weights_only: tensors and plain containers only, no pickled code runs
             optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            shard_optimizer_state(optimizer)  # full tensors -> this process's shards under FSDP2
         tensors = load_file(str(directory / "extra.safetensors"))
         stage.load_extra_state(_decode(json.loads((directory / "extra.json").read_text()), tensors))
         restore_rng(loop["rng"], load_file(str(directory / "rng.safetensors")))  # last: loading may draw

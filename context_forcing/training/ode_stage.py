@@ -19,10 +19,12 @@ from context_forcing.diffusion.schedule import student_sigmas, timesteps_of, x0_
 from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
-from context_forcing.training.common import TrainingData, adamw, frozen, generator_state, set_generator_state
+from context_forcing.training.common import TrainingData, adamw, frozen
+from context_forcing.training.distributed import local_samples
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.ema import EMA
 from context_forcing.training.optim import clip_and_step
+from context_forcing.training.randomness import DrawCounter
 
 
 def ode_grid(student_levels: Tensor, steps: int) -> Tensor:
@@ -62,7 +64,7 @@ class OdeInitStage:
         self.student, self.teacher = student.train(), frozen(teacher)
         self.opt = adamw(student, train.generator)
         self.ema = EMA(student, train.ema_decay, train.ema_start)
-        self.rng = torch.Generator().manual_seed(train.seed)
+        self.random = DrawCounter(train.seed, local_samples(train.batch))
         self.device = next(student.parameters()).device
         self.levels = student_sigmas(run.sampler.student_timesteps, run.sampler.shift,
                                      run.sampler.num_train_timesteps).to(self.device)
@@ -78,14 +80,14 @@ class OdeInitStage:
         return self.ema.export(self.student)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "rng": generator_state(self.rng), "data": self.data.state_dict()}
+        return {"ema": self.ema.state_dict(), "data": self.data.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state["ema"])
-        set_generator_state(self.rng, state["rng"])
+        self.ema.load_state_dict(state["ema"])  # an obsolete "rng" entry (randomness is now keyed by step) is ignored
         self.data.load_state_dict(state["data"])
 
     def train_step(self, step: int) -> dict[str, float]:
+        self.random.start(step)
         total = 0.0
         for _ in range(self.train.accumulation):
             total += self._micro_step() / self.train.accumulation
@@ -94,18 +96,18 @@ class OdeInitStage:
         return {"loss": total, "grad_norm": norm}
 
     def _micro_step(self) -> float:
-        c = self.run.chunk
-        target = c * int(torch.randint(1, self.train.rollout_frames // c + 1, (1,), generator=self.rng))
+        c, random = self.run.chunk, self.random.next()
+        target = c * int(torch.randint(1, self.train.rollout_frames // c + 1, (1,), generator=random.shared))
         history = self.train.rollout_frames + 6 * self.train.context.max_slow
         latents, cond = self.data.next_clip(history + target)
         latents, cond = latents.to(self.device), cond.to(self.device)
-        choice = sample_context(history, self.train.context, c, self.rng)  # one context shape for the batch
+        choice = sample_context(history, self.train.context, c, random.shared)  # one context shape for the batch
         frames = list(choice.frames)
         b = latents.shape[0]
         valid = torch.ones(b, len(frames), dtype=torch.bool, device=self.device)
         inputs = teacher_inputs(latents[:, frames], valid, cond.frames(torch.tensor(frames, dtype=torch.long).expand(b, -1)),
                                 latents[:, history:], cond.frames(slice(history, None)))
-        noise = torch.randn(inputs.latents[:, inputs.num_context:].shape, generator=self.rng).to(self.device)
+        noise = random.randn(target, *inputs.latents.shape[2:]).to(self.device)
         states, x0 = teacher_trajectory(self.teacher, inputs, noise, self.grid, self.levels, self.train.dmd.guidance,
                                         self.run.sampler.num_train_timesteps)
         loss = self._regress(inputs, states, x0)

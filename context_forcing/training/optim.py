@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from context_forcing.training.distributed import full
+
 
 def build_adamw(parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float],
                 weight_decay: float) -> torch.optim.AdamW:
@@ -32,7 +34,7 @@ def clip_and_step(optimizer: torch.optim.Optimizer, clip: float) -> float:
         torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return float(full(norm))  # under FSDP2 the norm of DTensor gradients is a DTensor
 
 
 def accumulate_step(optimizer: torch.optim.Optimizer, micro_loss: Callable[[int], Tensor], accumulation: int,

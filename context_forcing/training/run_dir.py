@@ -32,15 +32,10 @@ LOOP_FILE = "loop.json"
 RESUMABLE_KEYS = ("steps",)  # may grow between invocations: continue a finished run for longer
 
 
-def rank() -> int:
-    """This process's rank: 0 unless torch.distributed is initialised."""
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def is_main() -> bool:
     """True on the process that writes files (rank 0)."""
+    from context_forcing.training.distributed import rank
+
     return rank() == 0
 
 

@@ -12,6 +12,7 @@ from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.training.common import TrainingData
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.data import build_training_data
+from context_forcing.training.distributed import shard
 from context_forcing.training.dmd_stage import DmdStage
 from context_forcing.training.ode_stage import OdeInitStage
 from context_forcing.training.stage import Stage
@@ -34,12 +35,13 @@ def build_stage(name: str, run: RunConfig, train: TrainConfig, init: str | None,
     data = data if data is not None else build_training_data(run, train)
     if name == "teacher":
         model = load_network(init, run, "init", device) if init else CausalVideoDiT(run.model, run.text).to(device)
-        return TeacherStage(run, train, model, data)
+        return TeacherStage(run, train, shard(model), data)
     if teacher is None:
         raise ConfigError(f"stage {name!r} distils from a teacher: pass --teacher CHECKPOINT")
     teacher_model = load_network(teacher, run, "teacher", device)
     student = load_network(init, run, "init", device) if init else copy.deepcopy(teacher_model)
     if name == "ode-init":
-        return OdeInitStage(run, train, student, teacher_model, data)
+        return OdeInitStage(run, train, shard(student), teacher_model, data)
     critic = copy.deepcopy(teacher_model)  # the critic starts as the teacher (DMD2)
-    return DmdStage(name, run, train, student, teacher_model, critic, data)
+    # trained networks are sharded (FSDP2) before their optimisers exist; the frozen teacher is replicated
+    return DmdStage(name, run, train, shard(student), teacher_model, shard(critic), data)

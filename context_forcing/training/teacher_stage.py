@@ -20,11 +20,13 @@ from context_forcing.distill.dmd import flow_matching_loss
 from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
-from context_forcing.training.common import TrainingData, adamw, generator_state, set_generator_state
+from context_forcing.training.common import TrainingData, adamw
+from context_forcing.training.distributed import gather_samples, local_samples
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.ema import EMA
 from context_forcing.training.erft import ErrorBank, inject
 from context_forcing.training.optim import clip_and_step
+from context_forcing.training.randomness import DrawCounter, StepRandom
 
 
 def gather_context(latents: Tensor, cond: Conditioning, frames: list[tuple[int, ...]]
@@ -42,12 +44,12 @@ def gather_context(latents: Tensor, cond: Conditioning, frames: list[tuple[int, 
 
 
 def sample_teacher_batch(latents: Tensor, cond: Conditioning, target: int, train: TrainConfig, chunk: int,
-                         generator: torch.Generator) -> tuple[TeacherInputs, Tensor, Tensor]:
-    """Context chosen per sample from the history before the last `target` frames.
+                         generators: list[torch.Generator]) -> tuple[TeacherInputs, Tensor, Tensor]:
+    """Context chosen per sample (sample b with generators[b]) from the history before the last `target` frames.
 
     Returns the teacher inputs plus (B, n) masks of fast and slow context frames (for ERFT)."""
     history = latents.shape[1] - target
-    choices = [sample_context(history, train.context, chunk, generator) for _ in range(latents.shape[0])]
+    choices = [sample_context(history, train.context, chunk, g) for g in generators]
     ctx, valid, ctx_cond = gather_context(latents, cond, [c.frames for c in choices])
     fast = torch.zeros_like(valid)
     slow = torch.zeros_like(valid)
@@ -71,7 +73,7 @@ class TeacherStage:
         self.ema = EMA(model, train.ema_decay, train.ema_start)
         frame = (run.model.in_channels, run.video.latent_height, run.video.latent_width)
         self.bank = ErrorBank(train.erft, frame, run.sampler.num_train_timesteps)
-        self.rng = torch.Generator().manual_seed(train.seed)
+        self.random = DrawCounter(train.seed, local_samples(train.batch))
         self.device = next(model.parameters()).device
 
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -84,16 +86,15 @@ class TeacherStage:
         return self.ema.export(self.model)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "rng": generator_state(self.rng), "data": self.data.state_dict(),
-                "erft": self.bank.state_dict()}
+        return {"ema": self.ema.state_dict(), "data": self.data.state_dict(), "erft": self.bank.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state["ema"])
-        set_generator_state(self.rng, state["rng"])
+        self.ema.load_state_dict(state["ema"])  # an obsolete "rng" entry (randomness is now keyed by step) is ignored
         self.data.load_state_dict(state["data"])
         self.bank.load_state_dict(state["erft"])
 
     def train_step(self, step: int) -> dict[str, float]:
+        self.random.start(step)
         total = 0.0
         for _ in range(self.train.accumulation):
             total += self._micro_step() / self.train.accumulation
@@ -101,26 +102,26 @@ class TeacherStage:
         self.ema.update(self.model, step + 1)
         return {"loss": total, "grad_norm": norm}
 
-    def _target_frames(self) -> int:
+    def _target_frames(self, random: StepRandom) -> int:
         """Target length in whole chunks, uniform in [1 chunk, rollout_frames] like the paper's 21-latent targets."""
         chunks = self.train.rollout_frames // self.run.chunk
-        return self.run.chunk * int(torch.randint(1, chunks + 1, (1,), generator=self.rng))
+        return self.run.chunk * int(torch.randint(1, chunks + 1, (1,), generator=random.shared))
 
     def _micro_step(self) -> float:
-        target = self._target_frames()
+        random = self.random.next()
+        target = self._target_frames(random)
         history = self.train.rollout_frames + 6 * self.train.context.max_slow  # room for a sparse slow memory
         latents, cond = self.data.next_clip(history + target)
         latents, cond = latents.to(self.device), cond.to(self.device)
-        inputs, fast, slow = sample_teacher_batch(latents, cond, target, self.train, self.run.chunk, self.rng)
+        inputs, fast, slow = sample_teacher_batch(latents, cond, target, self.train, self.run.chunk, random.samples)
         clean = inputs.latents[:, inputs.num_context:]
-        context, perturbed, _ = inject(inputs.latents[:, :inputs.num_context], fast | slow if self.train.erft.inject_slow
-                                       else fast, clean, self.bank, self.train.erft, self.rng)
-        b = latents.shape[0]
-        sigma = shift_sigma(torch.rand(b, generator=self.rng), self.run.sampler.shift).float().to(self.device)
+        context, perturbed = self._inject(inputs.latents[:, :inputs.num_context], fast | slow if
+                                          self.train.erft.inject_slow else fast, clean, random)
+        sigma = shift_sigma(random.rand(), self.run.sampler.shift).float().to(self.device)
         t = sigma * self.run.sampler.num_train_timesteps
-        noise = torch.randn(clean.shape, generator=self.rng).to(self.device)
+        noise = random.randn(*clean.shape[1:]).to(self.device)
         x_t = add_noise(perturbed, noise, sigma[:, None])
-        drop = torch.rand(b, generator=self.rng) < self.train.prompt_dropout
+        drop = random.rand() < self.train.prompt_dropout
         cond_in = _drop_prompts(inputs.cond, drop.to(self.device))
         sequence = torch.cat([context, x_t], dim=1)
         v = self.model(sequence, inputs.timesteps(t), self.model.encode_prompt(cond_in), inputs.temporal, cond_in,
@@ -130,13 +131,22 @@ class TeacherStage:
         self._recycle(v.detach(), x_t, clean, noise, sigma, t)
         return float(loss.detach())
 
+    def _inject(self, context: Tensor, allowed: Tensor, clean: Tensor, random: StepRandom) -> tuple[Tensor, Tensor]:
+        """ERFT injection, sample by sample with each sample's own generator."""
+        parts = [inject(context[i:i + 1], allowed[i:i + 1], clean[i:i + 1], self.bank, self.train.erft, g)[:2]
+                 for i, g in enumerate(random.samples)]
+        return torch.cat([c for c, _ in parts]), torch.cat([x for _, x in parts])
+
     def _recycle(self, v: Tensor, x_t: Tensor, clean: Tensor, noise: Tensor, sigma: Tensor, t: Tensor) -> None:
-        """Bank this prediction's per-frame errors at both ends (x0 and noise), grouped by timestep."""
+        """Bank this prediction's per-frame errors at both ends (x0 and noise), grouped by timestep; every
+        process banks the errors of the whole global batch, in global order, so banks agree across processes."""
         s = sigma[:, None]
         frames = clean.shape[1]
-        per_frame_t = t[:, None].expand(-1, frames).reshape(-1)
-        self.bank.add("x0", (x0_from_velocity(x_t, v, s) - clean).flatten(0, 1), per_frame_t)
-        self.bank.add("noise", (noise_from_velocity(x_t, v, s) - noise).flatten(0, 1), per_frame_t)
+        per_frame_t = gather_samples(t[:, None].expand(-1, frames).contiguous()).reshape(-1)
+        x0_error = gather_samples(x0_from_velocity(x_t, v, s) - clean).flatten(0, 1)
+        noise_error = gather_samples(noise_from_velocity(x_t, v, s) - noise).flatten(0, 1)
+        self.bank.add("x0", x0_error, per_frame_t)
+        self.bank.add("noise", noise_error, per_frame_t)
 
 
 def _drop_prompts(cond: Conditioning, drop: Tensor) -> Conditioning:
