@@ -120,6 +120,7 @@ class TrainConfig:
     ema_decay: float = 0.99
     ema_start: int = 200  # EMA tracks the weights from this update on (before: copies them)
     activation_checkpointing: bool = False
+    precision: str = "fp32"  # "bf16": FSDP2 mixed precision (bf16 compute, fp32 gradient reduction); GPUs only
     rollout_frames: int = 21  # Stage 1 rollout / teacher and ODE-init target length (whole chunks)
     prompt_dropout: float = 0.1  # teacher: null prompt probability (for CFG)
     ode_steps: int = 40  # teacher Euler steps for ODE-init trajectories
@@ -138,6 +139,7 @@ class TrainConfig:
         _require(0 <= self.ema_decay < 1, f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         _require(self.ema_start >= 0, f"ema_start must be >= 0, got {self.ema_start}")
         _require(0 <= self.prompt_dropout < 1, f"prompt_dropout must lie in [0, 1), got {self.prompt_dropout}")
+        _require(self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -36,18 +36,24 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
-def shard(model: nn.Module) -> nn.Module:
-    """FSDP2: `fully_shard` each block, then the root; `encode_prompt` / `prompt_kv` unshard like forward."""
+def shard(model: nn.Module, precision: str = "fp32", activation_checkpointing: bool = False) -> nn.Module:
+    """Apply from outside, in torchtitan's order: activation checkpointing, then FSDP2 `fully_shard` on each block
+    and the root (`encode_prompt` / `prompt_kv` unshard like forward); `precision="bf16"` computes in bf16 and
+    reduces gradients in fp32."""
+    model.set_activation_checkpointing(activation_checkpointing)
     if not active():
         return model
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if precision == "bf16" else MixedPrecisionPolicy()
 
     # our blocks return K/V views and the model a rearranged view; nothing modifies them in place
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     for block in model.blocks:
-        fully_shard(block)
+        fully_shard(block, mp_policy=policy)
         register_fsdp_forward_method(block, "prompt_kv")
-    fully_shard(model)
+    fully_shard(model, mp_policy=policy)
     register_fsdp_forward_method(model, "encode_prompt")
     return model
 

@@ -33,15 +33,19 @@ def build_stage(name: str, run: RunConfig, train: TrainConfig, init: str | None,
     """The stage `name` with its networks: `init` is what is trained (default: fresh for the teacher, the
     teacher's weights for students); `teacher` is what ode-init / stage1 / stage2 distil from."""
     data = data if data is not None else build_training_data(run, train)
+
+    def prepared(model: CausalVideoDiT) -> CausalVideoDiT:
+        return shard(model, train.precision, train.activation_checkpointing)
+
     if name == "teacher":
         model = load_network(init, run, "init", device) if init else CausalVideoDiT(run.model, run.text).to(device)
-        return TeacherStage(run, train, shard(model), data)
+        return TeacherStage(run, train, prepared(model), data)
     if teacher is None:
         raise ConfigError(f"stage {name!r} distils from a teacher: pass --teacher CHECKPOINT")
     teacher_model = load_network(teacher, run, "teacher", device)
     student = load_network(init, run, "init", device) if init else copy.deepcopy(teacher_model)
     if name == "ode-init":
-        return OdeInitStage(run, train, shard(student), teacher_model, data)
+        return OdeInitStage(run, train, prepared(student), teacher_model, data)
     critic = copy.deepcopy(teacher_model)  # the critic starts as the teacher (DMD2)
     # trained networks are sharded (FSDP2) before their optimisers exist; the frozen teacher is replicated
-    return DmdStage(name, run, train, shard(student), teacher_model, shard(critic), data)
+    return DmdStage(name, run, train, prepared(student), teacher_model, prepared(critic), data)
