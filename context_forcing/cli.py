@@ -84,6 +84,7 @@ def _add_world_parser(commands: argparse._SubParsersAction) -> None:
     world.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor")
     world.add_argument("--quality", default="lossless", choices=["lossless", "compatible"])
     world.add_argument("--report", help="write the episode's ground truth summary (JSON) here")
+    world.add_argument("--filmstrip", help="write 16 evenly spaced frames as one PNG here")
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -248,11 +249,12 @@ def _run_world(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed: got {args.seed}; must be >= 0")
     seconds = _positive_float("--seconds", args.seconds)
     scale = _positive_int("--scale", args.scale)
-    _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
+    _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json"),
+                    ("--filmstrip", args.filmstrip, ".png")], check_writable)
     from context_forcing.data.world_video import render_world
 
     summary = render_world(args.seed, seconds, Path(args.out), scale, Path(args.report) if args.report else None,
-                           args.quality)
+                           args.quality, Path(args.filmstrip) if args.filmstrip else None)
     print(f"wrote {summary['frames_written']} frames of episode {args.seed} ({summary['split']}) to {args.out}; "
           f"{summary['revisits']} revisits, longest gap {summary['longest_gap']} frames", file=sys.stderr)
     return 0

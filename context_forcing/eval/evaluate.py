@@ -33,6 +33,7 @@ class Case:
     truth: np.ndarray  # (F, H, W, 3)
     chance: np.ndarray
     t0: int
+    chance_m2: np.ndarray  # a second chance world: M2's normaliser, so the `chance` reference is scored fairly
 
     @property
     def labels(self):
@@ -49,7 +50,8 @@ def make_cases(episodes: int, seconds: float, seed_start: int, world: PanWorldCo
     for i in range(episodes):
         episode = sample_episode(world, seed_start + i, padded)
         truth = episode.render(0, frames)
-        cases.append(Case(episode, truth, chance_episode(episode).render(0, frames), t0))
+        cases.append(Case(episode, truth, chance_episode(episode).render(0, frames), t0,
+                          chance_episode(episode, draw=2).render(0, frames)))
     return cases
 
 
@@ -80,7 +82,7 @@ def m2_sums(case: Case, video: np.ndarray) -> EpisodeSums:
     chance_err = np.zeros(gap.shape)
     counts = np.zeros(gap.shape, dtype=np.int64)
     model_err[t, j] = (((video[t, :, j] - earlier) ** 2).sum(-1) * mask).sum(-1)
-    chance_err[t, j] = (((case.chance[t, :, j] - earlier) ** 2).sum(-1) * mask).sum(-1)
+    chance_err[t, j] = (((case.chance_m2[t, :, j] - earlier) ** 2).sum(-1) * mask).sum(-1)
     counts[t, j] = mask.sum(-1) * 3
     sums = EpisodeSums()
     accumulate(sums, model_err, chance_err, counts, gap, labels.sink_covered, gap > labels.horizon, labels.horizon)

@@ -24,10 +24,10 @@ CHUNK = 3  # PanWorld's presets denoise 3 latent frames per chunk
 CHANCE_SEED_OFFSET = 7_919  # the chance world of episode s is built from episode s + this offset
 
 
-def chance_episode(episode: Episode) -> Episode:
+def chance_episode(episode: Episode, draw: int = 1) -> Episode:
     """Same prompt attributes and camera path, another world: another seed's landmarks, pillars, texture,
-    shrine and hidden subject attributes."""
-    other = sample_episode(episode.cfg, episode.seed + CHANCE_SEED_OFFSET, 1)
+    shrine and hidden subject attributes (`draw` picks among such worlds)."""
+    other = sample_episode(episode.cfg, episode.seed + draw * CHANCE_SEED_OFFSET, 1)
     subject = dataclasses.replace(other.layout.subject, shape=episode.layout.subject.shape,
                                   colour=episode.layout.subject.colour)
     layout = dataclasses.replace(other.layout, palette=episode.layout.palette, density=episode.layout.density,

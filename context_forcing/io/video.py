@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from context_forcing.io.files import PathLike, commit_temp, discard_temp, reserve_temp
+from context_forcing.io.files import PathLike, atomic_write, commit_temp, discard_temp, reserve_temp
 
 Frames = Tensor | np.ndarray
 
@@ -200,3 +200,12 @@ def _check_scale(scale: int) -> None:
     """scale must be an int >= 1."""
     if isinstance(scale, bool) or not isinstance(scale, Integral) or scale < 1:
         raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+
+
+def write_png(path: PathLike, image: np.ndarray) -> None:
+    """An RGB uint8 image (H, W, 3) as PNG (via PyAV's image support), written atomically."""
+    image = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"write_png needs an (H, W, 3) uint8 image, got shape {image.shape}")
+    with atomic_write(path) as tmp:
+        av.VideoFrame.from_ndarray(image, format="rgb24").to_image().save(tmp, format="PNG")

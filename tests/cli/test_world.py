@@ -13,8 +13,10 @@ from context_forcing.io.video import read_mp4
 
 
 def test_world_renders_the_episode_and_reports_revisits(tmp_path):
-    out, report = tmp_path / "w.mp4", tmp_path / "w.json"
-    assert main(["world", "--seed", "1000001", "--seconds", "16", "--out", str(out), "--report", str(report)]) == 0
+    out, report, strip = tmp_path / "w.mp4", tmp_path / "w.json", tmp_path / "s.png"
+    assert main(["world", "--seed", "1000001", "--seconds", "16", "--out", str(out), "--report", str(report),
+                 "--filmstrip", str(strip)]) == 0
+    assert strip.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     frames = read_mp4(out)
     truth = torch.from_numpy(sample_episode(PanWorldConfig(), 1000001, 64).render())
     assert torch.equal(frames, truth)  # lossless
