@@ -74,6 +74,7 @@ def _add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     table = commands.add_parser("table", help="eval reports -> one Markdown table")
     table.add_argument("reports", nargs="+", help="eval JSON reports")
     table.add_argument("--out", help="write the table here (default: stdout)")
+    table.add_argument("--plot", help="also plot every report's M1 revisit score vs gap, one line each (PNG)")
 
 
 def _add_world_parser(commands: argparse._SubParsersAction) -> None:
@@ -337,9 +338,12 @@ def _run_table(args: argparse.Namespace) -> int:
             reports.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as error:
             raise UsageError(f"REPORT: cannot read {path!r} as JSON ({error})") from None
-    if args.out:
-        _check_outputs([("--out", args.out, ".md")], check_writable)
+    _check_outputs([("--out", args.out, ".md"), ("--plot", args.plot, ".png")], check_writable)
     table = markdown_table(reports)
+    if args.plot:
+        from context_forcing.eval.plots import plot_revisits
+
+        plot_revisits(reports, args.plot)
     if args.out:
         atomic_write_text(args.out, table)
     else:

@@ -111,7 +111,9 @@ def test_eval_and_table_commands(tmp_path, capsys):
         assert key in data
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["drift.png", "filmstrip.png", "revisits.png",
                                                                      "revisits_m2.png"]
-    assert main(["table", str(report), "--out", str(tmp_path / "t.md")]) == 0
+    assert main(["table", str(report), str(report), "--out", str(tmp_path / "t.md"), "--plot",
+                 str(tmp_path / "all.png")]) == 0
+    assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
     assert "| oracle:sink3-window18 |" in (tmp_path / "t.md").read_text()
 
 
