@@ -10,7 +10,6 @@ stood for the first target chunk.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,7 +23,7 @@ from context_forcing.memory.layout import parse_layout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
 from context_forcing.rollout.training_rollout import RolloutResult, student_rollout
-from context_forcing.training.common import TrainingData, adamw, frozen
+from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
 from context_forcing.training.distributed import local_samples
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.ema import EMA
@@ -32,13 +31,14 @@ from context_forcing.training.optim import clip_and_step
 from context_forcing.training.randomness import DrawCounter, StepRandom
 
 
-class DmdStage:
+class DmdStage(EmaStage):
     """Stage 1 or Stage 2; see the module docstring."""
 
     def __init__(self, name: str, run: RunConfig, train: TrainConfig, generator: CausalVideoDiT,
                  teacher: CausalVideoDiT, critic: CausalVideoDiT, data: TrainingData) -> None:
         self.name, self.run, self.train, self.data = name, run, train, data
         self.generator, self.critic = generator.train(), critic.train()
+        self.trained = self.generator
         self.teacher = frozen(teacher)
         self.layout = parse_layout(run.memory.layout, run.chunk)
         self.opt_generator = adamw(generator, train.generator)
@@ -54,16 +54,6 @@ class DmdStage:
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_generator, "critic": self.opt_critic}
-
-    def export_weights(self) -> dict[str, Tensor]:
-        return self.ema.export(self.generator)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "data": self.data.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state["ema"])  # an obsolete "rng" entry (randomness is now keyed by step) is ignored
-        self.data.load_state_dict(state["data"])
 
     def train_step(self, step: int) -> dict[str, float]:
         self.random.start(step)

@@ -8,7 +8,6 @@ the earlier target chunks (committed through the chunk step), and regresses the 
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,11 +18,10 @@ from context_forcing.diffusion.schedule import student_sigmas, timesteps_of, x0_
 from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
-from context_forcing.training.common import TrainingData, adamw, frozen
+from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
 from context_forcing.training.distributed import local_samples
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.ema import EMA
-from context_forcing.training.optim import clip_and_step
 from context_forcing.training.randomness import DrawCounter
 
 
@@ -53,7 +51,7 @@ def teacher_trajectory(teacher: CausalVideoDiT, inputs: TeacherInputs, noise: Te
     return kept, x
 
 
-class OdeInitStage:
+class OdeInitStage(EmaStage):
     """Regress teacher ODE trajectories with the few-step student (DESIGN.md section 7, "ODE init")."""
 
     name = "ode-init"
@@ -62,6 +60,7 @@ class OdeInitStage:
                  data: TrainingData) -> None:
         self.run, self.train, self.data = run, train, data
         self.student, self.teacher = student.train(), frozen(teacher)
+        self.trained = self.student
         self.opt = adamw(student, train.generator)
         self.ema = EMA(student, train.ema_decay, train.ema_start)
         self.random = DrawCounter(train.seed, local_samples(train.batch))
@@ -76,24 +75,8 @@ class OdeInitStage:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"student": self.opt}
 
-    def export_weights(self) -> dict[str, Tensor]:
-        return self.ema.export(self.student)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "data": self.data.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state["ema"])  # an obsolete "rng" entry (randomness is now keyed by step) is ignored
-        self.data.load_state_dict(state["data"])
-
     def train_step(self, step: int) -> dict[str, float]:
-        self.random.start(step)
-        total = 0.0
-        for _ in range(self.train.accumulation):
-            total += self._micro_step() / self.train.accumulation
-        norm = clip_and_step(self.opt, self.train.generator.clip)
-        self.ema.update(self.student, step + 1)
-        return {"loss": total, "grad_norm": norm}
+        return self._update(step, self.opt, self.train.generator.clip)
 
     def _micro_step(self) -> float:
         c, random = self.run.chunk, self.random.next()

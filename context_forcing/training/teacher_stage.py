@@ -20,12 +20,11 @@ from context_forcing.distill.dmd import flow_matching_loss
 from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
-from context_forcing.training.common import TrainingData, adamw
+from context_forcing.training.common import EmaStage, TrainingData, adamw
 from context_forcing.training.distributed import gather_samples, local_samples
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.ema import EMA
 from context_forcing.training.erft import ErrorBank, inject
-from context_forcing.training.optim import clip_and_step
 from context_forcing.training.randomness import DrawCounter, StepRandom
 
 
@@ -61,14 +60,14 @@ def sample_teacher_batch(latents: Tensor, cond: Conditioning, target: int, train
     return teacher_inputs(ctx, valid, ctx_cond, latents[:, history:], tgt_cond), fast, slow
 
 
-class TeacherStage:
+class TeacherStage(EmaStage):
     """Trains the context teacher (DESIGN.md section 7)."""
 
     name = "teacher"
 
     def __init__(self, run: RunConfig, train: TrainConfig, model: CausalVideoDiT, data: TrainingData) -> None:
         self.run, self.train, self.data = run, train, data
-        self.model = model.train()
+        self.model = self.trained = model.train()
         self.opt = adamw(model, train.generator)
         self.ema = EMA(model, train.ema_decay, train.ema_start)
         frame = (run.model.in_channels, run.video.latent_height, run.video.latent_width)
@@ -82,25 +81,15 @@ class TeacherStage:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"teacher": self.opt}
 
-    def export_weights(self) -> dict[str, Tensor]:
-        return self.ema.export(self.model)
-
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "data": self.data.state_dict(), "erft": self.bank.state_dict()}
+        return {**super().extra_state(), "erft": self.bank.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.ema.load_state_dict(state["ema"])  # an obsolete "rng" entry (randomness is now keyed by step) is ignored
-        self.data.load_state_dict(state["data"])
+        super().load_extra_state(state)
         self.bank.load_state_dict(state["erft"])
 
     def train_step(self, step: int) -> dict[str, float]:
-        self.random.start(step)
-        total = 0.0
-        for _ in range(self.train.accumulation):
-            total += self._micro_step() / self.train.accumulation
-        norm = clip_and_step(self.opt, self.train.generator.clip)
-        self.ema.update(self.model, step + 1)
-        return {"loss": total, "grad_norm": norm}
+        return self._update(step, self.opt, self.train.generator.clip)
 
     def _target_frames(self, random: StepRandom) -> int:
         """Target length in whole chunks, uniform in [1 chunk, rollout_frames] like the paper's 21-latent targets."""
