@@ -52,14 +52,15 @@ def write_configs(run_dir: Path, run: RunConfig, train: TrainConfig) -> None:
 def config_mismatches(run_dir: Path, run: RunConfig, train: TrainConfig) -> list[str]:
     """Keys where the configs saved in `run_dir` differ from these ('file key (saved X, now Y)')."""
     found = []
-    for name, current, ignored in ((CONFIG_FILE, run.to_dict(), ()),
-                                   (TRAIN_CONFIG_FILE, train.to_dict(), RESUMABLE_KEYS)):
+    for name, kind, current, ignored in ((CONFIG_FILE, RunConfig, run.to_dict(), ()),
+                                         (TRAIN_CONFIG_FILE, TrainConfig, train.to_dict(), RESUMABLE_KEYS)):
         path = Path(run_dir) / name
         if not path.is_file():  # a hard kill can land between writing the two files
             continue
         try:
-            saved = _flatten(json.loads(path.read_text()))
-        except (ValueError, OSError) as error:
+            # rebuilt through the dataclass: fields added since the run was saved take their defaults
+            saved = _flatten(json.loads(json.dumps(kind.from_dict(json.loads(path.read_text())).to_dict())))
+        except (ValueError, OSError, TypeError) as error:
             raise ConfigError(f"{path}: unreadable ({error})") from None
         now = _flatten(json.loads(json.dumps(current)))  # JSON round trip: tuples become lists, as saved
         for key in sorted(set(saved) | set(now)):
