@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	$(BIN)/context-forcing generate --preset panworld --seconds 30 --seed 0 --out demo/panworld.mp4 \
-		--scale 8 --report demo/panworld.json
+		--scale 8 --side-by-side --report demo/panworld.json
 
 test: setup
 	$(BIN)/python -m pytest -n 2
