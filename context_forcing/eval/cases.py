@@ -3,11 +3,13 @@
 Chance (the normaliser of every revisit score) is "the same prompt and camera with a different world seed": a
 layout drawn from another random stream with the episode's prompt attributes (palette, subject class, landmark
 density), shown along the episode's own camera path. Its landmarks, pillars, ground texture, shrine and hidden
-subject attributes are another world's. Two such worlds are drawn per episode:
+subject attributes are another world's. Per episode:
 
-- world 1, `chance`, normalises every score (M1 and M2);
-- world 2, `wrong`, is what the `chance` reference predicts and what an oracle shows where it cannot restore,
-  so that their scores of ~0 test the normalisation instead of being 0 by construction.
+- `chance`: CHANCE_WORLDS such worlds; their mean error normalises every score (M1 and M2). One world alone
+  makes a noisy denominator (measured: per-episode S of an independent wrong world ranged -0.67..0.34 with one
+  normalising world; four cut the spread of 4-episode means roughly fourfold);
+- `wrong`: one more world, what the `chance` reference predicts and what an oracle shows where it cannot
+  restore, so that their scores of ~0 test the normalisation instead of being 0 by construction.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from context_forcing.data.panworld.world import pillar_columns, sample_layout, s
 from context_forcing.eval.metrics import FRAMES_PER_SECOND
 
 CHANCE_STREAM = 0x4348414E  # separates chance-world randomness from the episode's own stream
-NORMALISER, WRONG = 1, 2  # chance-world draws: the normaliser and the wrong guess
+CHANCE_WORLDS = 4  # normalising worlds per episode (draws 1..4); draw 0 is the wrong guess
+WRONG = 0
 
 
 def eval_frames(seconds: float) -> int:
@@ -51,14 +54,16 @@ def chance_world(episode: Episode, draw: int) -> Episode:
     pillars = pillar_columns(cfg, layout.pillars)
     visibility = subject_visibility(cfg, episode.camera_x, pillars, subject_sprites(cfg, subject)[1][0])
     cons = revisit_constraints(cfg, episode.frames)
-    change, shrine_x = place_shrine(cfg, rng, episode.camera_x, pillars, visibility, cons.change_lo, cons.change_hi)
+    change, shrine_x = place_shrine(cfg, rng, episode.camera_x, pillars, visibility, cons.change_lo,
+                                    cons.change_hi)
     return dataclasses.replace(episode, layout=layout, shrine_x=shrine_x, state_change_frame=change)
 
 
 @dataclass(frozen=True, eq=False)
 class EvalCase:
     """One eval episode. Videos cover all `padded` frames (whole chunks, what generation produces); metrics
-    read the first `frames`. truth, chance, wrong: uint8 (padded, H, W, 3); labels: of frames [0, frames)."""
+    read the first `frames`. truth, wrong: uint8 (padded, H, W, 3); chance: uint8 (CHANCE_WORLDS, padded, H,
+    W, 3); labels: of frames [0, frames)."""
 
     episode: Episode
     frames: int
@@ -85,12 +90,13 @@ def make_cases(seeds: range | list[int], seconds: float, chunk: int = 3,
     padded = -(-frames // chunk) * chunk
     t0 = prefix_frames(frames, chunk)
     if frames <= t0:
-        raise ValueError(f"{seconds} s ({frames} frames) leaves nothing to generate after the P1 prefix of {t0} "
-                         f"frames; use more than {chunk / FRAMES_PER_SECOND:g} s")
+        raise ValueError(f"{seconds} s ({frames} frames) leaves nothing to generate after the P1 prefix of "
+                         f"{t0} frames; use more than {chunk / FRAMES_PER_SECOND:g} s")
     cases = []
     for seed in seeds:
         episode = sample_episode(world, seed, padded, split="eval")
         cases.append(EvalCase(episode=episode, frames=frames, t0=t0, truth=episode.render(),
-                              chance=chance_world(episode, NORMALISER).render(),
+                              chance=np.stack([chance_world(episode, d).render()
+                                               for d in range(1, CHANCE_WORLDS + 1)]),
                               wrong=chance_world(episode, WRONG).render(), labels=episode.labels(0, frames)))
     return cases

@@ -1,226 +1,154 @@
-"""`evaluate`: PanWorld memory metrics of a model or a reference over eval episodes (reference/benchmarks.md).
+"""`evaluate`: PanWorld memory metrics of a model checkpoint or a non-learned reference (benchmarks.md).
 
-Protocols: P1 (continuation) prefills ground truth up to t0 (the first quarter, in whole chunks) and rolls out
-with the true actions; M1 compares revisits of content last seen before t0 with ground truth. P2 (free
-rollout) generates from prompt and actions; M2 compares revisits with the model's own first visit. Both are
-chance-normalised per gap bin and split by sink coverage; counts are pooled over episodes.
+Steps: (1) resolve the spec, protocols and eval seeds; (2) sample the eval episodes with their chance worlds;
+(3) produce P1 / P2 videos (a model through a streaming session, or a reference from ground truth);
+(4) score them (`scoring.score_videos`); (5) add what only some specs have (oracles' restorable fraction);
+(6) write plots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from context_forcing.data.panworld import SEED_RANGES, PanWorldConfig
+from context_forcing.eval.cases import eval_frames, make_cases, prefix_frames
+from context_forcing.eval.metrics import FRAMES_PER_SECOND
+from context_forcing.eval.references import REFERENCE_CHUNK, REFERENCES, is_reference, reference_videos
+from context_forcing.eval.scoring import BOOTSTRAP_DRAWS, score_videos
 
-from context_forcing.data.panworld import SEED_RANGES, Episode, PanWorldConfig, sample_episode
-from context_forcing.eval import dynamics
-from context_forcing.eval.identity import identity_scores
-from context_forcing.eval.references import CHUNK, chance_episode, mean_fill, oracle_frames
-from context_forcing.eval.scores import (EpisodeSums, accumulate, bootstrap, column_errors, effective_context_length,
-                                         pooled, revisit_table, sharpness)
+if TYPE_CHECKING:
+    from context_forcing.config import RunConfig
+    from context_forcing.memory.layout import MemoryLayout
+    from context_forcing.model.dit import CausalVideoDiT
 
-REFERENCES = ("ground-truth", "chance", "mean-fill")
 PROTOCOLS = ("p1", "p2", "both")
-FIDELITY_GATE = 0.7  # a prediction whose sharpness is below this share of the truth's is flagged as blurry
+__all__ = ["PROTOCOLS", "REFERENCES", "LoadedModel", "check_seed_start", "evaluate", "load_for_eval",
+           "resolve_seed_range"]
 
 
-@dataclass
-class Case:
-    """One eval episode: ground truth, the chance world, labels, and t0 (P1's prefix length)."""
-
-    episode: Episode
-    truth: np.ndarray  # (F, H, W, 3)
-    chance: np.ndarray
-    t0: int
-    chance_m2: np.ndarray  # a second chance world: M2's normaliser, so the `chance` reference is scored fairly
-
-    @property
-    def labels(self):
-        return self.episode.labels(0, len(self.truth))
-
-
-def make_cases(episodes: int, seconds: float, seed_start: int, world: PanWorldConfig | None = None) -> list[Case]:
-    """Eval episodes seed_start, seed_start + 1, ... covering `seconds` (4 frames per second)."""
-    world = world or PanWorldConfig()
-    frames = max(CHUNK, math.ceil(seconds * 4 - 1e-9))
-    padded = -(-frames // CHUNK) * CHUNK  # generation covers whole chunks
-    t0 = max(CHUNK, frames // 4 // CHUNK * CHUNK)
-    cases = []
-    for i in range(episodes):
-        episode = sample_episode(world, seed_start + i, padded)
-        truth = episode.render(0, frames)
-        cases.append(Case(episode, truth, chance_episode(episode).render(0, frames), t0,
-                          chance_episode(episode, draw=2).render(0, frames)))
-    return cases
-
-
-def m1_sums(case: Case, pred: np.ndarray) -> EpisodeSums:
-    """M1 sums of one episode: frames [t0, F), content last seen before t0, and never-seen content."""
-    labels, t0 = case.labels, case.t0
-    mask = labels.world_mask[t0:]
-    model_err, counts = column_errors(pred, case.truth[t0:], mask)
-    chance_err, _ = column_errors(case.chance[t0:], case.truth[t0:], mask)
-    gap = labels.gap[t0:]
-    frames = np.arange(t0, len(case.truth))[:, None]
-    before_t0 = (gap < 0) | (frames - gap < t0)  # new content, or last seen in the prefilled part
-    sums = EpisodeSums()
-    accumulate(sums, model_err, chance_err, counts, gap, labels.sink_covered[t0:], before_t0, labels.horizon)
-    return sums
-
-
-def m2_sums(case: Case, video: np.ndarray) -> EpisodeSums:
-    """M2 sums: each memory-critical column against the video's own frame at its last earlier sighting."""
-    labels = case.labels
-    gap, cols, wm = labels.gap, labels.columns, labels.world_mask
-    t, j = np.nonzero(gap > labels.horizon)
-    tp = t - gap[t, j]
-    jp = cols[t, j] - case.episode.camera_x[tp]  # the same world column on the earlier frame's screen
-    mask = wm[t, :, j] & wm[tp, :, jp]  # (N, H)
-    earlier = video[tp, :, jp].astype(np.float64)  # (N, H, 3)
-    model_err = np.zeros(gap.shape)
-    chance_err = np.zeros(gap.shape)
-    counts = np.zeros(gap.shape, dtype=np.int64)
-    model_err[t, j] = (((video[t, :, j] - earlier) ** 2).sum(-1) * mask).sum(-1)
-    chance_err[t, j] = (((case.chance_m2[t, :, j] - earlier) ** 2).sum(-1) * mask).sum(-1)
-    counts[t, j] = mask.sum(-1) * 3
-    sums = EpisodeSums()
-    accumulate(sums, model_err, chance_err, counts, gap, labels.sink_covered, gap > labels.horizon, labels.horizon)
-    return sums
-
-
-def reference_videos(spec: str, cases: list[Case], protocol: str) -> list[np.ndarray | None]:
-    """Frames of a reference: P1 -> frames [t0, F); P2 -> the whole video (None where undefined)."""
-    out = []
-    for case in cases:
-        if spec == "ground-truth":
-            video = case.truth
-        elif spec == "chance":
-            video = case.chance
-        elif spec == "mean-fill":
-            video = np.concatenate([case.truth[:case.t0], mean_fill(case.truth, case.t0)]) if protocol == "p1" \
-                else None
-        else:
-            video = oracle_frames(case.episode, spec.removeprefix("oracle:"), case.truth, case.chance)[0]
-        out.append(None if video is None else (video[case.t0:] if protocol == "p1" else video))
-    return out
-
-
-def restorable_fraction(spec: str, cases: list[Case]) -> float:
-    """Share of all memory-critical (frame, column) content the oracle's layout can restore."""
-    restored = total = 0
-    for case in cases:
-        _, restorable = oracle_frames(case.episode, spec.removeprefix("oracle:"), case.truth, case.chance)
-        labels = case.labels
-        critical = labels.gap > labels.horizon
-        restored += int((restorable[critical]).sum())
-        total += int(critical.sum())
-    return restored / total if total else 0.0
-
-
-def score_p1(cases: list[Case], predictions: list[np.ndarray]) -> dict:
-    """M1, ECL, the retrieval signal, fidelity, identity, motion, drift, resets and cycles of P1 predictions."""
-    sums = [m1_sums(c, p) for c, p in zip(cases, predictions)]
-    table = revisit_table(sums)
-    ecl, lower = effective_context_length({k: v["all"]["score"] for k, v in table.items()})
-    critical, new = pooled(sums, "critical").score(), pooled(sums, "new").score()
-    videos = [np.concatenate([c.truth[:c.t0], p]) for c, p in zip(cases, predictions)]
-    ratio = sharpness(np.concatenate(predictions)) / max(sharpness(np.concatenate([c.truth[c.t0:] for c in cases])),
-                                                         1e-9)
-    return {
-        "revisit_by_gap": table, "ecl_seconds": ecl, "ecl_lower_bound": lower,
-        "m1_memory_critical": {"score": critical, "interval": bootstrap(sums, "critical")},
-        "m1_new": {"score": new, "interval": bootstrap(sums, "new")},
-        "retrieval_signal": None if critical is None or new is None else critical - new,
-        "fidelity": {"sharpness_ratio": ratio, "passes": ratio >= FIDELITY_GATE},
-        "identity": _identity(cases, videos),
-        "motion": _pooled_motion(cases, videos),
-        "drift": _mean_drift(cases, videos),
-        "resets": _sum_counts([dynamics.resets(v[c.t0 - 1:], c.episode.camera_x[c.t0 - 1:len(v)])
-                               for c, v in zip(cases, videos)]),
-        "cycles": _sum_counts([dynamics.cycles(v[c.t0:], c.truth[c.t0:]) for c, v in zip(cases, videos)]),
-    }
-
-
-def score_p2(cases: list[Case], videos: list[np.ndarray]) -> dict:
-    """M2 and its ECL (read beside M1: a different but self-consistent world scores high on M2)."""
-    sums = [m2_sums(c, v) for c, v in zip(cases, videos)]
-    table = revisit_table(sums)
-    ecl, lower = effective_context_length({k: v["all"]["score"] for k, v in table.items()})
-    return {"revisit_by_gap": table, "ecl_seconds": ecl, "ecl_lower_bound": lower,
-            "m2_memory_critical": {"score": pooled(sums, "critical").score(), "interval": bootstrap(sums, "critical")},
-            "motion": _pooled_motion(cases, videos)}
-
-
-def _identity(cases: list[Case], videos: list[np.ndarray]) -> dict:
-    totals: dict[str, list[int]] = {}
-    for case, video in zip(cases, videos):
-        for name, (correct, count) in identity_scores(case.episode, video, case.t0).items():
-            totals.setdefault(name, [0, 0])
-            totals[name][0] += correct
-            totals[name][1] += count
-    return {name: {"accuracy": c / n if n else None, "frames": n} for name, (c, n) in totals.items()}
-
-
-def _pooled_motion(cases: list[Case], videos: list[np.ndarray]) -> dict:
-    parts = [dynamics.motion(v, c.episode.camera_x[:len(v)]) for c, v in zip(cases, videos)]
-    moving = sum(p["moving_frames"] for p in parts)
-    correct = sum(p["accuracy_moving"] * p["moving_frames"] for p in parts if p["accuracy_moving"] is not None)
-    accuracy = correct / moving if moving else None
-    return {"accuracy_moving": accuracy, "moving_frames": moving, "ok": accuracy is not None and accuracy >= 0.5}
-
-
-def _mean_drift(cases: list[Case], videos: list[np.ndarray]) -> list[dict]:
-    per_case = [dynamics.drift(v[c.t0:], c.truth[c.t0:], c.t0) for c, v in zip(cases, videos)]
-    windows = min(len(p) for p in per_case)
-    return [{key: float(np.mean([p[i][key] for p in per_case])) for key in per_case[0][i]} for i in range(windows)]
-
-
-def _sum_counts(parts: list[dict]) -> dict:
-    keys = parts[0].keys()
-    return {k: float(np.mean([p[k] for p in parts])) if isinstance(parts[0][k], float) else sum(p[k] for p in parts)
-            for k in keys}
+def resolve_seed_range(episodes: int, seed_range: int | tuple[int, int] | None) -> tuple[int, int]:
+    """[start, stop) of the eval seeds: None -> from the eval split's first seed; an int -> from it; a pair
+    must hold exactly `episodes` seeds. ValueError unless every seed lies in the eval split."""
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
+    lo, hi = SEED_RANGES["eval"]
+    if seed_range is None:
+        seed_range = lo
+    if isinstance(seed_range, int):
+        start, stop = seed_range, seed_range + episodes
+    else:
+        start, stop = (int(s) for s in seed_range)
+        if stop - start != episodes:
+            raise ValueError(f"seed_range {[start, stop]} holds {stop - start} seeds for {episodes} episodes")
+    if not (lo <= start and stop <= hi):
+        raise ValueError(f"eval seeds must lie in [{lo}, {hi}), got [{start}, {stop})")
+    return start, stop
 
 
 def check_seed_start(seed_start: int, episodes: int) -> None:
-    lo, hi = SEED_RANGES["eval"]
-    if not lo <= seed_start <= hi - episodes:
-        raise ValueError(f"eval episodes need seeds in [{lo}, {hi}); got start {seed_start} for {episodes} episodes")
+    """ValueError unless seeds seed_start .. seed_start + episodes - 1 are all eval seeds."""
+    resolve_seed_range(episodes, seed_start)
+
+
+def _protocols(protocol: str) -> tuple[str, ...]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    return ("p1", "p2") if protocol == "both" else (protocol,)
 
 
 def evaluate(spec: str, episodes: int, seconds: float, memory: str | None = None, protocol: str = "both",
-             seed_start: int | None = None, plots_dir: str | None = None, progress: bool = True) -> dict:
-    """Metrics of a checkpoint / run directory, `ground-truth`, `chance`, `mean-fill` or `oracle:LAYOUT`."""
-    seed_start = SEED_RANGES["eval"][0] if seed_start is None else seed_start
-    check_seed_start(seed_start, episodes)
-    cases = make_cases(episodes, seconds, seed_start)
-    videos = {p: _videos(spec, cases, p, memory, progress) for p in ("p1", "p2") if protocol in (p, "both")}
-    report = {"model": spec, "protocol": protocol, "episodes": episodes, "seconds": len(cases[0].truth) / 4,
-              "seed_range": [seed_start, seed_start + episodes], "t0_seconds": cases[0].t0 / 4,
-              "memory": memory}
-    if "p1" in videos:
-        report.update(score_p1(cases, videos["p1"]))
-    if "p2" in videos and videos["p2"][0] is not None:
-        p2 = score_p2(cases, videos["p2"])
-        report.update({"revisit_by_gap_m2": p2["revisit_by_gap"], "ecl_seconds_m2": p2["ecl_seconds"],
-                       "ecl_m2_lower_bound": p2["ecl_lower_bound"], "m2_memory_critical": p2["m2_memory_critical"],
-                       "motion_p2": p2["motion"]})
-    if spec.startswith("oracle:"):
-        report["restorable_fraction"] = restorable_fraction(spec, cases)
+             seed_range: int | tuple[int, int] | None = None, plots_dir: str | Path | None = None,
+             progress: bool = True, *, world: PanWorldConfig | None = None, seed: int = 0,
+             batch_size: int = 8, bootstrap_draws: int = BOOTSTRAP_DRAWS) -> dict:
+    """PanWorld metrics of `spec` on `episodes` eval episodes of `seconds` each: the report, a JSON dict.
+
+    spec: a checkpoint or run directory, `ground-truth`, `chance`, `mean-fill` or `oracle:LAYOUT` (see
+    `references`); memory: a layout name overriding a checkpoint's (models only); protocol: p1 | p2 | both;
+    seed_range: the first eval seed, or [start, stop) holding `episodes` seeds (default: the eval split's
+    first seeds); plots_dir: where to write PNGs (see `plots.write_plots`); world: PanWorld settings (None:
+    the benchmark's default world); seed: the model's noise seed; batch_size: episodes per streaming session.
+    The library sets no torch threads: on a shared CPU one thread is often much faster (oversubscription).
+
+    Report keys: model, memory, protocol, episodes, seed_range, seconds, frames, t0_seconds, world (settings
+    that differ from the default); ecl_seconds / ecl_lower_bound (M1) and ecl_seconds_m2 / ecl_m2_lower_bound
+    (None for a protocol not run); ecl_by_split; revisit_by_gap {m1, m2} -> bin -> {all, sink, no_sink} ->
+    {score, interval, pixels[, mean_fill]}; m1_memory_critical, m1_new, m2_memory_critical,
+    memory_critical_by_split; retrieval_signal; per protocol: fidelity, identity, motion (+ passes), drift,
+    resets, cycles; bootstrap; oracles: restorable_fraction, restorable_by_gap, admission_rate; models:
+    preset, noise_seed; wall_seconds.
+    """
+    tic = time.perf_counter()
+    # 1. what to run
+    protocols = _protocols(protocol)
+    start, stop = resolve_seed_range(episodes, seed_range)
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
+    world = world or PanWorldConfig()
+    loaded = None
+    if is_reference(spec):
+        if memory is not None:
+            raise ValueError(f"memory is only for a model checkpoint, not {spec!r} (an oracle names its own)")
+        chunk = REFERENCE_CHUNK
+    else:
+        loaded = load_for_eval(spec, memory, world)
+        chunk = loaded.run.chunk
+    # 2. episodes, 3. videos
+    cases = make_cases(range(start, stop), seconds, chunk, world)
+    if loaded is None:
+        videos, extra = reference_videos(spec, cases, protocols)
+    else:
+        videos = {p: loaded.generate(cases, p, seed, batch_size, progress) for p in protocols}
+        extra = {"memory": loaded.layout.name, "preset": loaded.run.preset, "noise_seed": seed}
+    # 4. scores, 5. spec-specific fields
+    frames = eval_frames(seconds)
+    report = {"model": spec, "memory": extra.pop("memory", None), "protocol": protocol, "episodes": episodes,
+              "seed_range": [start, stop], "seconds": frames / FRAMES_PER_SECOND, "frames": frames,
+              "t0_seconds": prefix_frames(frames, chunk) / FRAMES_PER_SECOND,
+              "world": _world_overrides(world)}
+    report.update(score_videos(cases, videos, bootstrap_draws))
+    report.update(extra)
+    report["wall_seconds"] = time.perf_counter() - tic
+    # 6. plots
     if plots_dir is not None:
         from context_forcing.eval.plots import write_plots
 
-        write_plots(report, cases, videos.get("p1"), plots_dir)
+        write_plots(report, cases, videos, plots_dir)
     return report
 
 
-def _videos(spec: str, cases: list[Case], protocol: str, memory: str | None, progress: bool) -> list:
-    if spec in REFERENCES or spec.startswith("oracle:"):
-        return reference_videos(spec, cases, protocol)
-    from context_forcing.eval.protocols import generate
+def _world_overrides(world: PanWorldConfig) -> dict:
+    """PanWorld settings that differ from the default world (empty for the benchmark's default)."""
+    default = PanWorldConfig()
+    return {f.name: getattr(world, f.name) for f in dataclasses.fields(world)
+            if getattr(world, f.name) != getattr(default, f.name)}
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A checkpoint ready to generate eval videos with `layout` (its own or the `memory` override)."""
+
+    run: RunConfig
+    model: CausalVideoDiT
+    layout: MemoryLayout
+
+    def generate(self, cases, protocol: str, seed: int, batch_size: int, progress: bool) -> list:
+        from context_forcing.eval.protocols import generate_videos
+
+        return generate_videos(self.model, self.run, cases, protocol, self.layout, seed, batch_size, progress)
+
+
+def load_for_eval(spec: str, memory: str | None, world: PanWorldConfig) -> LoadedModel:
+    """Load a checkpoint or run directory; ConfigError unless it makes PanWorld frames and `memory` parses."""
+    from context_forcing.eval.protocols import check_eval_run
     from context_forcing.memory.layout import parse_layout
     from context_forcing.model.checkpoint import load_model
 
     run, model = load_model(spec)
-    layout = parse_layout(memory, run.chunk) if memory else None
-    return generate(model, run, cases, protocol, layout, progress=progress)
+    check_eval_run(run, world)
+    layout = parse_layout(memory if memory is not None else run.memory.layout, run.chunk)
+    return LoadedModel(run, model, layout)

@@ -3,14 +3,15 @@ pooled chance-normalised scores, bootstrap intervals over episodes, the effectiv
 sharpness used by the fidelity gate. Pure numpy; no model, no episode.
 
 A score S = 1 - E_model / E_chance compares the masked squared error of a prediction with that of the chance
-world (same prompt and camera, another world). Errors and pixel counts are summed over episodes before dividing
-(pitfall 8: episodes with few revisits must not weigh as much as episodes with many).
+world (same prompt and camera, another world). Errors and pixel counts are summed over episodes before
+dividing (pitfall 8: episodes with few revisits must not weigh as much as episodes with many).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -35,8 +36,8 @@ def bin_centre_seconds(lo: int, hi: int) -> float:
 def column_errors(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Squared error summed over each screen column's masked pixels and channels.
 
-    pred, truth (F, H, W, 3) uint8 or float; mask (F, H, W) bool. Returns errors (F, W) float64 and counts (F, W)
-    of pixel channels (masked pixels x 3), so a pooled mean squared error is sum(errors) / sum(counts).
+    pred, truth (F, H, W, 3) uint8 or float; mask (F, H, W) bool. Returns errors (F, W) float64 and counts (F,
+    W) of pixel channels (masked pixels x 3), so a pooled mean squared error is sum(errors) / sum(counts).
     """
     diff = pred.astype(np.float64) - truth.astype(np.float64)
     per_pixel = np.einsum("fhwc,fhwc->fhw", diff, diff)  # (F, H, W)
@@ -46,7 +47,7 @@ def column_errors(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tupl
 def group_masks(gap: np.ndarray, sink: np.ndarray, critical: np.ndarray, new: np.ndarray | None
                 ) -> dict[str, np.ndarray]:
     """Boolean (F, W) selections by name: "BIN/SPLIT" for each gap bin and split of the `critical` columns,
-    "critical" (every memory-critical column, any gap) and, if given, "new" (never seen before)."""
+    "critical" (every memory-critical column, any gap), "critical/SPLIT" and, if given, "new" (never seen)."""
     groups = {}
     for (lo, hi), name in zip(GAP_BINS, BIN_NAMES):
         in_bin = critical & (gap >= lo) & (gap < hi)
@@ -54,6 +55,8 @@ def group_masks(gap: np.ndarray, sink: np.ndarray, critical: np.ndarray, new: np
         groups[f"{name}/sink"] = in_bin & sink
         groups[f"{name}/no_sink"] = in_bin & ~sink
     groups["critical"] = critical
+    groups["critical/sink"] = critical & sink
+    groups["critical/no_sink"] = critical & ~sink
     if new is not None:
         groups["new"] = new
     return groups
@@ -75,7 +78,10 @@ class RevisitSums:
                    reference: np.ndarray | None = None) -> RevisitSums:
         """Sum (F, W) per-column errors and counts inside each group of one episode."""
         names = tuple(groups)
-        total = lambda values: np.array([[values[groups[g]].sum() for g in names]], dtype=np.float64)  # noqa: E731
+
+        def total(values: np.ndarray) -> np.ndarray:
+            return np.array([[values[groups[g]].sum() for g in names]], dtype=np.float64)  # (1, groups)
+
         return RevisitSums(names, total(model), total(chance), total(count),
                            None if reference is None else total(reference))
 
@@ -85,7 +91,10 @@ class RevisitSums:
         groups = parts[0].groups
         if any(p.groups != groups for p in parts):
             raise ValueError("RevisitSums of different groups cannot be stacked")
-        join = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+
+        def join(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
         reference = None if any(p.reference is None for p in parts) else join("reference")
         return RevisitSums(groups, join("model"), join("chance"), join("count"), reference)
 
@@ -109,7 +118,7 @@ def pooled_score(model: np.ndarray, chance: np.ndarray, weights: np.ndarray | No
 
 
 def bootstrap_weights(episodes: int, draws: int, seed: int) -> np.ndarray:
-    """(draws, episodes) multiplicities of episodes resampled with replacement (a seeded percentile bootstrap)."""
+    """(draws, episodes) multiplicities of episodes resampled with replacement (seeded; percentile method)."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(episodes, size=(draws, episodes))
     weights = np.zeros((draws, episodes))
@@ -158,7 +167,8 @@ def difference_interval(sums: RevisitSums, a: str, b: str, weights: np.ndarray, 
     ia, ib = sums.column(a), sums.column(b)
     point = pooled_score(sums.model, sums.chance)
     draws = pooled_score(sums.model, sums.chance, weights)
-    return _number(point[ia] - point[ib]), percentile_interval((draws[:, ia] - draws[:, ib])[:, None], level)[0]
+    interval = percentile_interval((draws[:, ia] - draws[:, ib])[:, None], level)[0]
+    return _number(point[ia] - point[ib]), interval
 
 
 def effective_context_length(bin_scores: dict[str, float | None]) -> tuple[float, bool]:
@@ -170,7 +180,7 @@ def effective_context_length(bin_scores: dict[str, float | None]) -> tuple[float
         score = bin_scores.get(name)
         if score is not None and math.isfinite(score):
             points.append((bin_centre_seconds(lo, hi), float(score)))
-    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+    for (x0, y0), (x1, y1) in pairwise(points):
         if y1 < ECL_THRESHOLD:  # y0 >= 0.5 here: every earlier point was, and (0 s, 1.0) starts the curve
             return x0 + (y0 - ECL_THRESHOLD) / (y0 - y1) * (x1 - x0), False
     return points[-1][0], True

@@ -1,4 +1,5 @@
-"""Eval plots (PNG, matplotlib Agg): revisit score vs gap, drift over time, a filmstrip at revisits."""
+"""Eval plots as PNG (matplotlib, Agg backend): revisit score vs gap (one line per report), drift over time,
+and a filmstrip of generated vs ground-truth frames at the longest revisits. Files are written atomically."""
 
 from __future__ import annotations
 
@@ -6,95 +7,126 @@ from pathlib import Path
 
 import numpy as np
 
-from context_forcing.eval.scores import GAP_BINS, bin_centre_seconds, bin_name
+from context_forcing.eval.metrics import BIN_NAMES, GAP_BINS, bin_centre_seconds
 from context_forcing.io.files import atomic_write
+
+FILMSTRIP_FRAMES = 8
+FILMSTRIP_SCALE = 4
 
 
 def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def plot_revisits(reports: list[dict], path: str | Path, key: str = "revisit_by_gap") -> None:
-    """Revisit score (chance-normalised) per gap bin, one line per report, with bootstrap intervals."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for report in reports:
-        table = report.get(key)
-        if not table:
-            continue
-        xs, ys, lo, hi = [], [], [], []
-        for a, b in GAP_BINS:
-            cell = table[bin_name(a, b)]["all"]
-            if cell["score"] is None:
-                continue
-            xs.append(bin_centre_seconds(a, b))
-            ys.append(cell["score"])
-            interval = cell["interval"] or (cell["score"], cell["score"])
-            lo.append(cell["score"] - interval[0])
-            hi.append(interval[1] - cell["score"])
-        ax.errorbar([0.0] + xs, [1.0] + ys, yerr=[[0] + lo, [0] + hi], marker="o", capsize=3,
-                    label=str(report.get("model")))
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax.axhline(0.0, color="grey", linewidth=0.5)
-    ax.set_xlabel("gap since last seen (s)")
-    ax.set_ylabel("revisit score S = 1 - E/E_chance")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_drift(report: dict, path: str | Path) -> None:
-    """Per-window distance of generated to true frames over time."""
-    plt = _pyplot()
-    rows = report.get("drift") or []
-    fig, ax = plt.subplots(figsize=(6, 3))
-    t = [r["start_seconds"] for r in rows]
-    for key in ("mae", "colour", "sharpness"):
-        ax.plot(t, [r[key] for r in rows], marker=".", label=key)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("distance (0-255)")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def filmstrip(truth: np.ndarray, generated: np.ndarray, frames: list[int], scale: int = 4) -> np.ndarray:
-    """Rows of true (top) and generated (bottom) frames at the given indices, upscaled: (H', W', 3) uint8."""
-    pad = lambda f: np.pad(f, ((1, 1), (1, 1), (0, 0)), constant_values=255)  # noqa: E731
-    top = np.concatenate([pad(truth[i]) for i in frames], axis=1)
-    bottom = np.concatenate([pad(generated[i]) for i in frames], axis=1)
-    return np.concatenate([top, bottom]).repeat(scale, 0).repeat(scale, 1)
-
-
-def write_plots(report: dict, cases: list, p1_videos: list | None, directory: str | Path) -> None:
-    """revisits.png, drift.png and filmstrip.png (first episode, frames with the longest revisit gaps)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    plot_revisits([report], directory / "revisits.png")
-    if "revisit_by_gap_m2" in report:
-        plot_revisits([report], directory / "revisits_m2.png", key="revisit_by_gap_m2")
-    if report.get("drift"):
-        plot_drift(report, directory / "drift.png")
-    if p1_videos and p1_videos[0] is not None:
-        case = cases[0]
-        gaps = case.labels.gap[case.t0:].max(axis=1)  # per generated frame: its longest revisit gap
-        picked = sorted(np.argsort(-gaps, kind="stable")[:8].tolist())
-        strip = filmstrip(case.truth[case.t0:], p1_videos[0], picked)
-        _save_image(strip, directory / "filmstrip.png")
 
 
 def _save(fig, path: str | Path) -> None:
     plt = _pyplot()
     fig.tight_layout()
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
-def _save_image(image: np.ndarray, path: str | Path) -> None:
+def _label(report: dict) -> str:
+    memory = report.get("memory")
+    spec = str(report.get("model"))
+    return spec if not memory or spec.startswith("oracle:") else f"{spec} [{memory}]"
+
+
+def _revisit_line(ax, report: dict, metric: str) -> None:
+    table = (report.get("revisit_by_gap") or {}).get(metric)
+    if not table:
+        return
+    xs, ys, below, above = [0.0], [1.0], [0.0], [0.0]  # the curve starts at (0 s, 1.0), as ECL's does
+    for (lo, hi), name in zip(GAP_BINS, BIN_NAMES):
+        cell = table[name]["all"]
+        if cell["score"] is None:
+            continue
+        interval = cell["interval"] or [cell["score"], cell["score"]]
+        xs.append(bin_centre_seconds(lo, hi))
+        ys.append(cell["score"])
+        below.append(max(cell["score"] - interval[0], 0.0))
+        above.append(max(interval[1] - cell["score"], 0.0))
+    ax.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=_label(report))
+
+
+def plot_revisits(results: list[dict], path: str | Path) -> None:
+    """Revisit score S = 1 - E/E_chance vs gap (bin centres, s) with bootstrap intervals, one line per result;
+    M1 (vs ground truth) on the left, M2 (vs the model's own first visit) on the right."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, metric, title in zip(axes, ("m1", "m2"), ("M1: P1 revisits vs ground truth",
+                                                      "M2: P2 revisits vs own first visit")):
+        for report in results:
+            _revisit_line(ax, report, metric)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)  # the ECL threshold
+        ax.axhline(0.0, color="grey", linewidth=0.5)  # chance
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("gap since last seen (s)")
+    axes[0].set_ylabel("revisit score (1 = truth, 0 = chance)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: lines stay visible
+    _save(fig, path)
+
+
+def plot_drift(results: list[dict], path: str | Path, protocol: str = "p1") -> None:
+    """Per-window MAE to ground truth and sharpness ratio over time, one line per result."""
+    plt = _pyplot()
+    fig, (mae, sharp) = plt.subplots(1, 2, figsize=(12, 3.5))
+    for report in results:
+        rows = (report.get("drift") or {}).get(protocol) or []
+        t = [(r["start_seconds"] + r["stop_seconds"]) / 2 for r in rows]
+        mae.plot(t, [r["mae"] for r in rows], marker=".", label=_label(report))
+        sharp.plot(t, [r["sharpness_ratio"] for r in rows], marker=".", label=_label(report))
+    mae.set_ylabel("mean |generated - true| (0-255)")
+    sharp.set_ylabel("sharpness generated / true")
+    sharp.axhline(1.0, color="grey", linewidth=0.5)
+    for ax in (mae, sharp):
+        ax.set_xlabel(f"time (s), {protocol.upper()}")
+    sharp.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, path)
+
+
+def filmstrip(truth: np.ndarray, generated: np.ndarray, frames: list[int],
+              scale: int = FILMSTRIP_SCALE) -> np.ndarray:
+    """(H', W', 3) uint8: ground truth (top row) above generated frames (bottom row) at `frames`, upscaled."""
+
+    def pad(frame: np.ndarray) -> np.ndarray:  # a white border between frames
+        return np.pad(frame, ((1, 1), (1, 1), (0, 0)), constant_values=255)
+
+    top = np.concatenate([pad(truth[i]) for i in frames], axis=1)
+    bottom = np.concatenate([pad(generated[i]) for i in frames], axis=1)
+    return np.concatenate([top, bottom]).repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def revisit_frames(gap: np.ndarray, start: int, count: int = FILMSTRIP_FRAMES) -> list[int]:
+    """Up to `count` frames >= start with the longest revisit gaps (gap (F, W)), in time order."""
+    longest = gap[start:].max(axis=1)
+    picked = np.argsort(-longest, kind="stable")[:count] + start
+    return sorted(int(t) for t in picked if longest[t - start] > 0)
+
+
+def write_filmstrip(truth: np.ndarray, generated: np.ndarray, frames: list[int], path: str | Path) -> None:
     plt = _pyplot()
     with atomic_write(path) as tmp:
-        plt.imsave(tmp, image)
+        plt.imsave(tmp, filmstrip(truth, generated, frames), format="png")
+
+
+def write_plots(report: dict, cases: list, videos: dict[str, list[np.ndarray]],
+                directory: str | Path) -> list[Path]:
+    """revisits.png, drift.png and filmstrip.png (first episode: P1 if run, else P2) in `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / "revisits.png", directory / "drift.png"]
+    plot_revisits([report], written[0])
+    plot_drift([report], written[1], "p1" if "p1" in videos else "p2")
+    protocol = "p1" if "p1" in videos else "p2"
+    case = cases[0]
+    frames = revisit_frames(case.labels.gap, case.t0 if protocol == "p1" else 0)
+    if frames:
+        written.append(directory / "filmstrip.png")
+        write_filmstrip(case.truth, videos[protocol][0], frames, written[-1])
+    return written

@@ -1,70 +1,141 @@
-"""Non-learned references on PanWorld: ground truth, chance, mean-fill and layout oracles.
+"""Non-learned references computed from ground truth: `ground-truth`, `chance`, `mean-fill`, `oracle:LAYOUT`.
 
-- `chance`: the same prompt attributes and camera path in another world (landmarks, pillars, texture, shrine
-  and hidden subject attributes of another seed): what a plausible but memoryless guess scores.
-- `mean-fill`: every frame from t0 on is the per-pixel mean of the frames before t0 (a blurry guess).
-- `oracle:LAYOUT`: perfect retrieval from that layout: the planner and admission policy of the memory run on
-  ground-truth frames (the similarity summary is the candidate chunk's mean flattened pixels); a frame shows
-  ground truth in every world column some frame of its chunk's plan saw, and the chance world elsewhere.
+Each returns whole videos (padded, H, W, 3) uint8 per protocol, in the same form a model's P1 / P2 videos
+take, so the same scoring runs on all of them. P1 videos start with the ground-truth prefix [0, t0).
+
+- `ground-truth`: the episode itself (scores 1 on M1 and M2).
+- `chance`: the `wrong` world of `cases` (not a normalising one): a plausible but memoryless guess (M1 ~0;
+  M2 1, since a different world is self-consistent, so M2 is read beside M1, never alone).
+- `mean-fill`: P1: every frame from t0 on is the per-pixel mean of the prefix; P2: every frame is the
+  per-pixel mean of the whole episode. A blurry guess that squared error rewards (pitfall 3); the P2 version
+  is a frozen video (M2 near 1, as the mean frame hardly varies along x; motion fails: pitfall 4).
+- `oracle:LAYOUT`: perfect retrieval from that layout. The memory's own planner and admission policy
+  (`memory.plan.simulate` with `memory.policy.make_decider`) run on ground-truth frames; for `similarity` the
+  summary of a candidate chunk is its frames' pixels in latent units (pixel / 127.5 - 1, the pixel codec's
+  latents), averaged over the chunk's frames and flattened. A frame's screen column is *restorable* when its
+  world column is visible in at least one frame that frame's chunk plan attends to. As a "model" the oracle
+  predicts ground truth where restorable and the `wrong` world elsewhere (in P2 also ground truth on
+  never-seen columns: any world is a valid invention, and the oracle invents the true one).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from context_forcing.data.panworld import Episode, sample_episode
+from context_forcing.eval.cases import EvalCase
+from context_forcing.eval.metrics import BIN_NAMES, GAP_BINS
 from context_forcing.memory.layout import MemoryLayout, parse_layout
-from context_forcing.memory.plan import MemoryTable, admit, commit_chunk, plan_chunk
-from context_forcing.memory.policy import AdmissionState, decide
+from context_forcing.memory.plan import simulate
+from context_forcing.memory.policy import make_decider
 
-CHUNK = 3  # PanWorld's presets denoise 3 latent frames per chunk
-CHANCE_SEED_OFFSET = 7_919  # the chance world of episode s is built from episode s + this offset
-
-
-def chance_episode(episode: Episode, draw: int = 1) -> Episode:
-    """Same prompt attributes and camera path, another world: another seed's landmarks, pillars, texture,
-    shrine and hidden subject attributes (`draw` picks among such worlds)."""
-    other = sample_episode(episode.cfg, episode.seed + draw * CHANCE_SEED_OFFSET, 1)
-    subject = dataclasses.replace(other.layout.subject, shape=episode.layout.subject.shape,
-                                  colour=episode.layout.subject.colour)
-    layout = dataclasses.replace(other.layout, palette=episode.layout.palette, density=episode.layout.density,
-                                 subject=subject)
-    return dataclasses.replace(episode, layout=layout, shrine_x=other.shrine_x)
+REFERENCES = ("ground-truth", "chance", "mean-fill")
+ORACLE_PREFIX = "oracle:"
+REFERENCE_CHUNK = 3  # references plan and prefill in the chunks of PanWorld's presets
 
 
-def mean_fill(frames: np.ndarray, t0: int) -> np.ndarray:
-    """Frames [t0, F) all equal to the per-pixel mean of frames [0, t0)."""
-    mean = np.round(frames[:t0].astype(np.float64).mean(axis=0)).astype(np.uint8)
-    return np.broadcast_to(mean, (len(frames) - t0, *mean.shape)).copy()
+def is_reference(spec: str) -> bool:
+    """Whether `spec` names a non-learned reference (rather than a checkpoint)."""
+    return spec in REFERENCES or spec.startswith(ORACLE_PREFIX)
 
 
-def oracle_visibility(episode: Episode, layout: MemoryLayout, frames: np.ndarray) -> np.ndarray:
-    """(F, world_width) bool: world columns some context frame of each frame's chunk plan shows."""
-    cfg = episode.cfg
-    seen_by = np.zeros((len(frames), cfg.world_width), dtype=bool)
+def oracle_layout(spec: str, chunk: int = REFERENCE_CHUNK) -> MemoryLayout:
+    """The layout of `oracle:LAYOUT` (ConfigError naming the grammar if it does not parse)."""
+    return parse_layout(spec.removeprefix(ORACLE_PREFIX), chunk)
+
+
+def mean_fill_video(case: EvalCase, protocol: str) -> np.ndarray:
+    """P1: the prefix, then its per-pixel mean; P2: the per-pixel mean of the episode's frames, frozen."""
+    source = case.truth[:case.t0] if protocol == "p1" else case.truth[:case.frames]
+    mean = np.round(source.astype(np.float64).mean(axis=0)).astype(np.uint8)  # (H, W, 3)
+    video = np.broadcast_to(mean, case.truth.shape).copy()
+    if protocol == "p1":
+        video[:case.t0] = case.truth[:case.t0]
+    return video
+
+
+@dataclass(frozen=True, eq=False)
+class OraclePlan:
+    """What a layout's memory would hold on ground truth: restorable (padded, W) bool per screen column;
+    admission_rate: share of candidates admitted to slow memory (None without admission)."""
+
+    layout: MemoryLayout
+    restorable: np.ndarray
+    admission_rate: float | None
+
+
+def chunk_summaries(frames: np.ndarray) -> torch.Tensor:
+    """(F, H*W*3) float64 flattened frames in the pixel codec's latent units, pixel / 127.5 - 1."""
+    return torch.from_numpy(frames.reshape(len(frames), -1).astype(np.float64) / 127.5 - 1.0)
+
+
+def oracle_plan(case: EvalCase, layout: MemoryLayout) -> OraclePlan:
+    """Run the memory's planner and admission policy on the episode's ground truth (module docstring)."""
+    c, cfg = layout.chunk, case.episode.cfg
+    if case.padded % c:
+        raise ValueError(f"episode of {case.padded} frames is not made of whole chunks of {c}")
+    flat = chunk_summaries(case.truth)
+    decide, decisions = make_decider(layout.policy, lambda frames: flat[list(frames)].mean(dim=0))
+    plans = simulate(layout, case.padded // c, decide)
     screen = np.arange(cfg.frame_width)
-    summaries = torch.from_numpy(frames.reshape(len(frames), -1).astype(np.float64))
-    table, state = MemoryTable(), AdmissionState()
-    for start in range(0, len(frames), CHUNK):
-        plan = plan_chunk(layout, table)
-        for f in plan.frames:
-            seen_by[start:start + CHUNK, episode.camera_x[f] + screen] = True
-        table, candidates = commit_chunk(layout, table)
-        for candidate in candidates:
-            if layout.admits:
-                admitted, state = decide(layout.policy, state, summaries[list(candidate)].mean(dim=0))
-                table = admit(layout, table, candidate, admitted)
-    return seen_by
+    seen = np.zeros((case.padded, cfg.world_width), dtype=bool)  # world columns each frame's plan attends to
+    for k, plan in enumerate(plans):
+        if plan.frames:
+            columns = case.camera_x[list(plan.frames)][:, None] + screen  # (context frames, W)
+            seen[k * c:(k + 1) * c, columns.ravel()] = True
+    on_screen = case.camera_x[:, None] + screen  # (padded, W) world column of each screen column
+    restorable = np.take_along_axis(seen, on_screen, axis=1)
+    rate = float(np.mean(decisions)) if decisions else None
+    return OraclePlan(layout, restorable, rate)
 
 
-def oracle_frames(episode: Episode, spec: str, truth: np.ndarray, chance: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The oracle's frames (F, H, W, 3) and, per frame and screen column, whether it could restore it (F, W)."""
-    layout = parse_layout(spec, CHUNK)
-    seen = oracle_visibility(episode, layout, truth)
-    cols = episode.camera_x[:len(truth), None] + np.arange(episode.cfg.frame_width)  # (F, W) world columns on screen
-    restorable = np.take_along_axis(seen, cols, axis=1)  # (F, W)
-    return np.where(restorable[:, None, :, None], truth, chance), restorable
+def oracle_video(case: EvalCase, plan: OraclePlan, protocol: str) -> np.ndarray:
+    """Ground truth where restorable (P2: or never seen before), the `wrong` chance world elsewhere."""
+    shown = plan.restorable.copy()  # (padded, W)
+    if protocol == "p2":
+        shown[:case.frames] |= case.labels.new
+    video = np.where(shown[:, None, :, None], case.truth, case.wrong)
+    if protocol == "p1":
+        video[:case.t0] = case.truth[:case.t0]
+    return video
+
+
+def restorable_summary(cases: list[EvalCase], restorable: list[np.ndarray]) -> dict:
+    """Share of memory-critical columns (all frames of all episodes, pooled) that a layout can restore
+    (`OraclePlan.restorable` per case), overall and per gap bin."""
+    hit = np.zeros(len(GAP_BINS) + 1)
+    total = np.zeros(len(GAP_BINS) + 1)
+    for case, mask in zip(cases, restorable):
+        critical, gap, shown = case.labels.memory_critical(), case.labels.gap, mask[:case.frames]
+        selections = [critical & (gap >= lo) & (gap < hi) for lo, hi in GAP_BINS] + [critical]
+        hit += [(shown & s).sum() for s in selections]
+        total += [s.sum() for s in selections]
+    share = [float(h / t) if t else None for h, t in zip(hit, total)]
+    return {"restorable_fraction": share[-1], "restorable_by_gap": dict(zip(BIN_NAMES, share[:-1])),
+            "memory_critical_columns": int(total[-1])}
+
+
+def reference_videos(spec: str, cases: list[EvalCase], protocols: tuple[str, ...]
+                     ) -> tuple[dict[str, list[np.ndarray]], dict]:
+    """Videos of a reference per protocol, and extra report fields (oracles: restorable fraction,
+    admission)."""
+    extra: dict = {}
+    if spec.startswith(ORACLE_PREFIX):
+        layout = oracle_layout(spec)
+        plans = [oracle_plan(case, layout) for case in cases]
+        rates = [p.admission_rate for p in plans if p.admission_rate is not None]
+        extra = {**restorable_summary(cases, [p.restorable for p in plans]), "memory": layout.name,
+                 "admission_rate": float(np.mean(rates)) if rates else None}
+        return {p: [oracle_video(c, plan, p) for c, plan in zip(cases, plans)] for p in protocols}, extra
+    if spec == "ground-truth":
+        return {p: [c.truth for c in cases] for p in protocols}, extra
+    if spec == "chance":
+        videos = {p: [c.wrong.copy() for c in cases] for p in protocols}
+        for video, case in zip(videos.get("p1", []), cases):
+            video[:case.t0] = case.truth[:case.t0]
+        return videos, extra
+    if spec == "mean-fill":
+        return {p: [mean_fill_video(c, p) for c in cases] for p in protocols}, extra
+    raise ValueError(f"unknown reference {spec!r}; allowed: {', '.join(REFERENCES)} or {ORACLE_PREFIX}LAYOUT")

@@ -1,7 +1,7 @@
 """M1 and M2 error sums of one episode (benchmarks.md "Labels and metrics").
 
-Only static-world pixels count (`labels.world_mask`: the subject, its hat and flicker squares are excluded), and
-every on-screen column is grouped by its gap g(t) = t - (the last earlier frame it was visible), its sink
+Only static-world pixels count (`labels.world_mask`: the subject, its hat and flicker squares are excluded),
+and every on-screen column is grouped by its gap g(t) = t - (the last earlier frame it was visible), its sink
 coverage, and whether it is memory-critical (g > h) or new.
 
 - M1 (protocol P1, continuation): frames [t0, F) of the video against ground truth, on the memory-critical
@@ -10,7 +10,7 @@ coverage, and whether it is memory-critical (g > h) or new.
 - M2 (protocol P2, free rollout): each memory-critical column of frame t against the video's own frame at the
   column's first visit (same world column, known camera offset).
 
-Both are normalised by the chance world: for M1 its error against ground truth, for M2 its error against the
+Both are normalised by the chance worlds (their mean error): for M1 against ground truth, for M2 against the
 video's first visit (a different world is what a video that forgot would show).
 """
 
@@ -30,9 +30,9 @@ def m1_sums(case: EvalCase, video: np.ndarray, mean_fill: np.ndarray | None = No
     labels, t0, frames = case.labels, case.t0, case.frames
     truth, mask = case.truth[t0:frames], labels.world_mask[t0:]
     model, count = column_errors(video[t0:frames], truth, mask)  # (F - t0, W)
-    chance, _ = column_errors(case.chance[t0:frames], truth, mask)
+    chance = np.mean([column_errors(world[t0:frames], truth, mask)[0] for world in case.chance], axis=0)
     reference = None if mean_fill is None else column_errors(mean_fill[t0:frames], truth, mask)[0]
-    seen_in_prefix = labels.first_seen[t0:] < t0  # the first visit of a new column is the frame itself (>= t0)
+    seen_in_prefix = labels.first_seen[t0:] < t0  # a new column's first visit is the frame itself (>= t0)
     critical = labels.memory_critical()[t0:] & seen_in_prefix
     groups = group_masks(labels.gap[t0:], labels.sink_covered[t0:], critical, labels.new[t0:])
     return RevisitSums.of_episode(groups, model, chance, count, reference)
@@ -55,6 +55,6 @@ def m2_sums(case: EvalCase, video: np.ndarray) -> RevisitSums:
 
     count = np.zeros(critical.shape, dtype=np.int64)
     count[t, j] = mask.sum(-1) * 3
-    video_f, chance_f = video[:frames].astype(np.float64), case.chance[:frames].astype(np.float64)
+    chance = np.mean([error(world[:frames].astype(np.float64)) for world in case.chance], axis=0)
     groups = group_masks(labels.gap, labels.sink_covered, critical, None)
-    return RevisitSums.of_episode(groups, error(video_f), error(chance_f), count)
+    return RevisitSums.of_episode(groups, error(video[:frames].astype(np.float64)), chance, count)
