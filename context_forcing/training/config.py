@@ -120,7 +120,7 @@ class TrainConfig:
     ema_decay: float = 0.99
     ema_start: int = 200  # EMA tracks the weights from this update on (before: copies them)
     activation_checkpointing: bool = False
-    precision: str = "fp32"  # "bf16": FSDP2 mixed precision (bf16 compute, fp32 gradient reduction); GPUs only
+    precision: str = "fp32"  # "bf16": FSDP2 mixed precision (bf16 compute, fp32 gradients and reduction)
     rollout_frames: int = 21  # Stage 1 rollout / teacher and ODE-init target length (whole chunks)
     prompt_dropout: float = 0.1  # teacher: null prompt probability (for CFG)
     ode_steps: int = 40  # teacher Euler steps for ODE-init trajectories

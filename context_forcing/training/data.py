@@ -15,9 +15,9 @@ from context_forcing.conditioning import Conditioning
 from context_forcing.config import ConfigError, RunConfig
 from context_forcing.data.episodes import area_downsample, check_panworld_run
 from context_forcing.data.iterator import PanWorldStream
-from context_forcing.training.distributed import local_samples, world_size
 from context_forcing.data.panworld import PanWorldConfig
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.distributed import local_samples, world_size
 
 
 class PanWorldTrainingData:

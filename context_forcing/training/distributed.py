@@ -1,7 +1,16 @@
 """Several processes (torchrun): process groups, FSDP2 sharding, and gathering full state for checkpoints.
 
-Model code stays single-device; parallelism is applied from outside (torchtitan style): `fully_shard` on
-every transformer block, then on the root. With one process every function here is a no-op or a plain copy.
+Model code stays single-device; parallelism is applied from outside (torchtitan style): activation
+checkpointing, then `fully_shard` on every transformer block, then on the root. Without a process group
+every function here is a no-op or a plain copy.
+
+- `init_distributed` / `barrier_and_destroy`: join and leave the group torchrun describes;
+- `world_size`, `rank`, `local_samples`: the data-parallel split (process r holds global samples
+  [r B, (r + 1) B));
+- `shard`: FSDP2 (+ bf16 mixed precision) on a CausalVideoDiT;
+- `full_on_main`, `load_full_state`, `copy_into`, `shard_optimizer_state`: checkpoints hold full tensors;
+  they are gathered to rank 0 for saving and cut back into shards on loading;
+- `mean_over_processes`, `gather_samples`: metrics and ERFT errors of the whole global batch.
 """
 
 from __future__ import annotations
@@ -15,13 +24,20 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
-def init_distributed() -> None:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA); nothing for one process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+def init_distributed(always: bool = False) -> None:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA). A single process joins none,
+    unless `always`: then it forms a one-process group, so that FSDP2 (and its bf16 mixed precision) applies
+    to one process exactly as to several."""
+    if dist.is_initialized() or (int(os.environ.get("WORLD_SIZE", "1")) == 1 and not always):
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    backend = "nccl" if cuda else "gloo"
+    if "MASTER_ADDR" in os.environ:  # launched by torchrun
         dist.init_process_group(backend)
+    else:  # a plain process: an in-memory store, no network
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def active() -> bool:
@@ -37,9 +53,9 @@ def rank() -> int:
 
 
 def shard(model: nn.Module, precision: str = "fp32", activation_checkpointing: bool = False) -> nn.Module:
-    """Apply from outside, in torchtitan's order: activation checkpointing, then FSDP2 `fully_shard` on each block
-    and the root (`encode_prompt` / `prompt_kv` unshard like forward); `precision="bf16"` computes in bf16 and
-    reduces gradients in fp32."""
+    """Apply from outside, in torchtitan's order: activation checkpointing, then FSDP2 `fully_shard` on each
+    block and the root (`encode_prompt` / `prompt_kv` unshard like forward); `precision="bf16"` computes in
+    bf16 and reduces gradients in fp32."""
     model.set_activation_checkpointing(activation_checkpointing)
     if not active():
         return model
@@ -60,14 +76,31 @@ def shard(model: nn.Module, precision: str = "fp32", activation_checkpointing: b
 
 def full(value: Any) -> Any:
     """Replace every DTensor in a (nested) value by the full tensor (a collective: call on every process)."""
+    return _map_dtensors(value, lambda t: t.full_tensor())
+
+
+def full_on_main(value: Any) -> Any:
+    """For checkpoints: every DTensor gathered one at a time and moved to the CPU, kept by rank 0 only (other
+    processes get None in its place), so no device ever holds more than one full tensor beyond its shards
+    (the effect of `StateDictOptions(full_state_dict=True, cpu_offload=True)`). A collective."""
+    main = rank() == 0
+
+    def gather(t: Tensor) -> Tensor | None:
+        whole = t.full_tensor()
+        return whole.cpu() if main else None
+
+    return _map_dtensors(value, gather)
+
+
+def _map_dtensors(value: Any, fn: Any) -> Any:
     from torch.distributed.tensor import DTensor
 
     if isinstance(value, DTensor):
-        return value.full_tensor()
+        return fn(value)
     if isinstance(value, dict):
-        return {k: full(v) for k, v in value.items()}
+        return {k: _map_dtensors(v, fn) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(full(v) for v in value)
+        return type(value)(_map_dtensors(v, fn) for v in value)
     return value
 
 
@@ -76,7 +109,8 @@ def copy_into(target: Tensor, source: Tensor) -> None:
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     if isinstance(target, DTensor) and not isinstance(source, DTensor):
-        source = distribute_tensor(source.to(target.device, target.dtype), target.device_mesh, target.placements)
+        source = distribute_tensor(source.to(target.device, target.dtype), target.device_mesh,
+                                   target.placements)
     target.copy_(source)
 
 
@@ -85,9 +119,16 @@ def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
     if not active():
         return values
     keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor)
     return {k: float(v) / world_size() for k, v in zip(keys, tensor.tolist())}
+
+
+def _collective_device() -> torch.device:
+    """Where tensors for a collective must live: NCCL needs the process's GPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def gather_samples(tensor: Tensor) -> Tensor:
@@ -99,10 +140,12 @@ def gather_samples(tensor: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
-def barrier_and_destroy() -> None:
-    """End the process group cleanly (a barrier first: gloo can abort if a peer exits early)."""
+def barrier_and_destroy(completed: bool = True) -> None:
+    """End the process group: after a barrier when the run `completed` (gloo can abort at teardown if a peer
+    exits early); straight away after a failure, when the other processes may never reach a barrier."""
     if active():
-        dist.barrier()
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -125,14 +168,19 @@ def load_full_state(module: nn.Module, state: dict[str, Tensor]) -> None:
         copy_into(value, state[name])
 
 
-def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """After loading a full optimiser state, turn each per-parameter tensor into the parameter's DTensor layout."""
+def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """A full optimiser state dict (as saved) with each per-parameter tensor cut into its parameter's DTensor
+    layout, one tensor at a time, ready for `optimizer.load_state_dict`; unchanged without FSDP2."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if not isinstance(p, DTensor):
-                continue
-            for key, value in optimizer.state.get(p, {}).items():
-                if isinstance(value, Tensor) and not isinstance(value, DTensor) and value.shape == p.shape:
-                    optimizer.state[p][key] = distribute_tensor(value.to(p.device), p.device_mesh, p.placements)
+    params = {}
+    for saved, group in zip(state["param_groups"], optimizer.param_groups):
+        params.update(zip(saved["params"], group["params"]))
+    per_param = {}
+    for index, values in state["state"].items():
+        p = params.get(index)
+        if isinstance(p, DTensor):
+            values = {key: distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+                      if isinstance(v, Tensor) and v.shape == p.shape else v for key, v in values.items()}
+        per_param[index] = values
+    return {**state, "state": per_param}

@@ -10,7 +10,6 @@ stood for the first target chunk.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
@@ -24,8 +23,8 @@ from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
 from context_forcing.rollout.training_rollout import RolloutResult, student_rollout
 from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
-from context_forcing.training.distributed import local_samples
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.distributed import local_samples
 from context_forcing.training.ema import EMA
 from context_forcing.training.optim import clip_and_step
 from context_forcing.training.randomness import DrawCounter, StepRandom

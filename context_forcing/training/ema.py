@@ -3,6 +3,10 @@
 The official trainer creates the EMA (a copy of the weights) once `ema_start` updates are done and from then
 on applies `ema = decay * ema + (1 - decay) * weights` after every generator update. Here the EMA always
 exists, so checkpoints have one shape: while `updates <= start` it is refreshed to a copy of the weights.
+
+Under FSDP2 the parameters are DTensor shards, and so are the shadows built from them: each process keeps the
+EMA of its own shard (1/N of the memory, updated with no communication); checkpoints gather the full shadows
+(`distributed.full_on_main`) and loading cuts full shadows back into shards (`distributed.copy_into`).
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ from context_forcing.config import ConfigError, RunConfig
 from context_forcing.model.checkpoint import LATEST_FILE, CheckpointError, point_latest, resolve_checkpoint, \
     save_checkpoint
 from context_forcing.training.config import TrainConfig
-from context_forcing.training.distributed import (barrier_and_destroy, full, init_distributed, load_full_state,
-                                                  mean_over_processes, shard_optimizer_state)
+from context_forcing.training.distributed import (barrier_and_destroy, full_on_main, init_distributed,
+                                                  load_full_state, mean_over_processes, shard_optimizer_state)
 from context_forcing.training.run_dir import (LOOP_FILE, METRICS_FILE, STATE_DIR, TB_DIR, checkpoint_dir,
                                               is_main, latest_step, remove_partial_files, truncate_metrics,
                                               write_configs)
@@ -64,14 +64,18 @@ def run_train(request: TrainRequest) -> int:
     from context_forcing.training.stages import build_stage  # the stage registry; heavy imports, lazily
 
     run, train = request.run, request.train
-    init_distributed()  # torchrun: join the process group (gloo on CPU, NCCL on CUDA); no-op for one process
+    # torchrun: join the process group (gloo on CPU, NCCL on CUDA). One process needs none, except for bf16,
+    # which FSDP2's mixed precision provides: a one-process group then, so 1 and N processes compute alike.
+    init_distributed(always=train.precision == "bf16")
     seed_everything(train.seed)  # network initialisation inside build_stage is reproducible too
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    completed = False
     try:
         stage = build_stage(train.stage, run, train, request.init, request.teacher, device)
         run_training(request.run_dir, run, train, stage)
+        completed = True
     finally:
-        barrier_and_destroy()
+        barrier_and_destroy(completed)
     return 0
 
 
@@ -169,15 +173,16 @@ def _tensorboard(directory: Path, start: int) -> Any:
 def save_training_checkpoint(run_dir: Path, run: RunConfig, stage: Stage, step: int) -> Path:
     """Write `checkpoints/step-NNNNNN/` atomically, then point `latest` at it.
 
-    Every process gathers the full (unsharded) state, a collective under FSDP2; only rank 0 writes.
+    Under FSDP2 every process takes part in gathering the full (unsharded) state, tensor by tensor to rank 0's
+    CPU (weights, optimiser states, EMA shadows); only rank 0 writes.
     """
     rng = capture_rng()  # first: nothing below may move the trajectory's RNG state
     directory = checkpoint_dir(run_dir, step)
     state = TrainingState(
-        step=step, stage=stage.name, weights=full(stage.export_weights()),
-        networks={name: full(net.state_dict()) for name, net in stage.networks().items()},
-        optimizers={name: full(opt.state_dict()) for name, opt in stage.optimizers().items()},
-        extra=full(stage.extra_state()), rng=rng)
+        step=step, stage=stage.name, weights=full_on_main(stage.export_weights()),
+        networks={name: full_on_main(net.state_dict()) for name, net in stage.networks().items()},
+        optimizers={name: full_on_main(opt.state_dict()) for name, opt in stage.optimizers().items()},
+        extra=full_on_main(stage.extra_state()), rng=rng)
     if is_main():
         save_checkpoint(directory, run, state.weights,
                         write_extra=lambda tmp: write_training_state(tmp / STATE_DIR, state))
@@ -229,8 +234,8 @@ def load_training_state(checkpoint: Path, stage: Stage) -> int:
         for name, optimizer in optimizers.items():
             path = directory / f"optimizer.{_safe(name)}.pt"
             # weights_only: tensors and plain containers only, no pickled code runs
-            optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            shard_optimizer_state(optimizer)  # full tensors -> this process's shards under FSDP2
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            optimizer.load_state_dict(shard_optimizer_state(optimizer, saved))  # FSDP2: this process's shards
         tensors = load_file(str(directory / "extra.safetensors"))
         stage.load_extra_state(_decode(json.loads((directory / "extra.json").read_text()), tensors))
         restore_rng(loop["rng"], load_file(str(directory / "rng.safetensors")))  # last: loading may draw

@@ -8,7 +8,6 @@ the earlier target chunks (committed through the chunk step), and regresses the 
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
@@ -19,8 +18,8 @@ from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
 from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
-from context_forcing.training.distributed import local_samples
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.distributed import local_samples
 from context_forcing.training.ema import EMA
 from context_forcing.training.randomness import DrawCounter
 

@@ -37,6 +37,9 @@ def build_stage(name: str, run: RunConfig, train: TrainConfig, init: str | None,
     def prepared(model: CausalVideoDiT) -> CausalVideoDiT:
         return shard(model, train.precision, train.activation_checkpointing)
 
+    def reference(model: CausalVideoDiT) -> CausalVideoDiT:  # frozen: no activations kept for a backward
+        return shard(model, train.precision)
+
     if name == "teacher":
         model = load_network(init, run, "init", device) if init else CausalVideoDiT(run.model, run.text).to(device)
         return TeacherStage(run, train, prepared(model), data)
@@ -45,7 +48,8 @@ def build_stage(name: str, run: RunConfig, train: TrainConfig, init: str | None,
     teacher_model = load_network(teacher, run, "teacher", device)
     student = load_network(init, run, "init", device) if init else copy.deepcopy(teacher_model)
     if name == "ode-init":
-        return OdeInitStage(run, train, prepared(student), teacher_model, data)
+        return OdeInitStage(run, train, prepared(student), reference(teacher_model), data)
     critic = copy.deepcopy(teacher_model)  # the critic starts as the teacher (DMD2)
-    # trained networks are sharded (FSDP2) before their optimisers exist; the frozen teacher is replicated
-    return DmdStage(name, run, train, prepared(student), teacher_model, prepared(critic), data)
+    # every network is sharded (FSDP2; copies are taken before), trained ones before their optimisers exist;
+    # the frozen teacher too, as in the official code: 1/N of its memory, bf16 compute under precision=bf16
+    return DmdStage(name, run, train, prepared(student), reference(teacher_model), prepared(critic), data)

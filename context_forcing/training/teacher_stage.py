@@ -21,8 +21,8 @@ from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
 from context_forcing.training.common import EmaStage, TrainingData, adamw
-from context_forcing.training.distributed import gather_samples, local_samples
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.distributed import gather_samples, local_samples
 from context_forcing.training.ema import EMA
 from context_forcing.training.erft import ErrorBank, inject
 from context_forcing.training.randomness import DrawCounter, StepRandom
