@@ -60,21 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_eval_parsers(commands: argparse._SubParsersAction) -> None:
-    ev = commands.add_parser("eval", help="PanWorld memory metrics of a model or a reference")
-    ev.add_argument("--model", required=True,
-                    help="checkpoint or run directory, ground-truth, chance, mean-fill or oracle:LAYOUT")
-    ev.add_argument("--episodes", type=int, default=8)
-    ev.add_argument("--seconds", type=float, default=64.0, help="episode length (4 frames per second)")
-    ev.add_argument("--report", required=True, help="JSON report")
-    ev.add_argument("--plots", help="directory for PNG plots")
-    ev.add_argument("--memory", help="memory layout for a model (default: the checkpoint's)")
-    ev.add_argument("--protocol", default="both", choices=["p1", "p2", "both"])
-    ev.add_argument("--seed-start", type=int, default=1_000_000, help="first eval episode seed (>= 1000000)")
-    ev.add_argument("--threads", type=int, help="torch CPU threads")
-    table = commands.add_parser("table", help="eval reports -> one Markdown table")
-    table.add_argument("reports", nargs="+", help="eval JSON reports")
-    table.add_argument("--out", help="write the table here (default: stdout)")
-    table.add_argument("--plot", help="also plot every report's M1 revisit score vs gap, one line each (PNG)")
+    from context_forcing.eval.command import add_eval_arguments, add_table_arguments
+
+    add_eval_arguments(commands.add_parser("eval", help="PanWorld memory metrics of a model or a reference"))
+    add_table_arguments(commands.add_parser("table", help="eval reports -> one Markdown table (and a plot)"))
 
 
 def _add_world_parser(commands: argparse._SubParsersAction) -> None:
@@ -123,10 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(request)
         if args.command == "world":
             return _run_world(args)
-        if args.command == "eval":
-            return _run_eval(args)
-        if args.command == "table":
-            return _run_table(args)
+        if args.command in ("eval", "table"):
+            from context_forcing.eval.command import run_eval_command, run_table_command
+
+            return (run_eval_command if args.command == "eval" else run_table_command)(args)
     except (UsageError, ConfigError) as error:
         print(f"context-forcing {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -272,80 +261,3 @@ def _check_outputs(outputs: list[tuple[str, str | None, str]], check_writable) -
             check_writable(path)
         except ValueError as error:
             raise UsageError(f"{flag}: {error}") from None
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    """Validate every eval flag, then evaluate and write the report (and plots)."""
-    from context_forcing.eval.evaluate import REFERENCES, check_seed_start, evaluate
-    from context_forcing.io.files import atomic_write_json, check_writable
-    from context_forcing.memory.layout import parse_layout
-    from context_forcing.model.checkpoint import CheckpointError, read_config
-
-    _positive_int("--episodes", args.episodes)
-    _positive_float("--seconds", args.seconds)
-    try:
-        check_seed_start(args.seed_start, args.episodes)
-    except ValueError as error:
-        raise UsageError(f"--seed-start: {error}") from None
-    spec = args.model
-    if spec.startswith("oracle:"):
-        try:
-            parse_layout(spec.removeprefix("oracle:"), 3)
-        except ConfigError as error:
-            raise UsageError(f"--model: {error}") from None
-    elif spec not in REFERENCES:
-        try:
-            run = read_config(spec)
-        except (CheckpointError, ConfigError, OSError, ValueError) as error:
-            raise UsageError(f"--model: got {spec!r}; not ground-truth, chance, mean-fill, oracle:LAYOUT or a "
-                             f"checkpoint ({error})") from None
-        if (run.video.latent_height, run.video.latent_width) != (32, 32) or run.codec.kind != "pixel":
-            raise UsageError(f"--model: {spec!r} (preset {run.preset!r}) does not generate PanWorld's 32x32 frames")
-        if args.memory:
-            try:
-                parse_layout(args.memory, run.chunk)
-            except ConfigError as error:
-                raise UsageError(f"--memory: {error}") from None
-    if args.memory and (spec in REFERENCES or spec.startswith("oracle:")):
-        raise UsageError(f"--memory: only for a model checkpoint, not {spec!r} (oracles name their layout)")
-    _check_outputs([("--report", args.report, ".json")], check_writable)
-    if args.plots:
-        try:
-            check_writable(Path(args.plots) / "revisits.png")
-        except ValueError as error:
-            raise UsageError(f"--plots: {error}") from None
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(_positive_int("--threads", args.threads))
-    report = evaluate(spec, args.episodes, args.seconds, args.memory, args.protocol, args.seed_start, args.plots)
-    atomic_write_json(args.report, report)
-    print(f"ECL {report.get('ecl_seconds')} s (M1), {report.get('ecl_seconds_m2')} s (M2); report {args.report}",
-          file=sys.stderr)
-    return 0
-
-
-def _run_table(args: argparse.Namespace) -> int:
-    """Eval JSON reports -> one Markdown table."""
-    import json
-
-    from context_forcing.eval.table import markdown_table
-    from context_forcing.io.files import atomic_write_text, check_writable
-
-    reports = []
-    for path in args.reports:
-        try:
-            reports.append(json.loads(Path(path).read_text()))
-        except (OSError, ValueError) as error:
-            raise UsageError(f"REPORT: cannot read {path!r} as JSON ({error})") from None
-    _check_outputs([("--out", args.out, ".md"), ("--plot", args.plot, ".png")], check_writable)
-    table = markdown_table(reports)
-    if args.plot:
-        from context_forcing.eval.plots import plot_revisits
-
-        plot_revisits(reports, args.plot)
-    if args.out:
-        atomic_write_text(args.out, table)
-    else:
-        sys.stdout.write(table)
-    return 0
