@@ -84,7 +84,3 @@ class SlotStore:
         for name in ("latents", "actions", "pose", "spatial", "summary"):
             out[name] = getattr(self, name)[rows, sample_slots]
         return out
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, n).element_size() * getattr(self, n).numel()
-                   for n in ("keys", "values", "latents", "actions", "pose", "spatial", "summary"))

@@ -8,8 +8,6 @@ well from drifted, self-generated context. Two kinds of error: "x0" (x0_pred - x
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -162,8 +160,3 @@ def _add_errors(latents: Tensor, frames: Tensor, t: Tensor, bank: ErrorBank,
         return latents
     errors = bank.sample("x0", t[rows.cpu()], generator)  # (N, C, H, W) on the CPU
     return latents.index_put((rows, cols), errors.to(latents.device, latents.dtype), accumulate=True)
-
-
-def bank_nbytes(cfg: ErftConfig, frame_shape: tuple[int, ...]) -> int:
-    """Bytes of two full fp32 banks at this config: what a preset commits to at worst."""
-    return len(KINDS) * cfg.groups * cfg.bank_size * math.prod(frame_shape) * 4

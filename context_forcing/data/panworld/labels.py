@@ -97,10 +97,6 @@ class EpisodeLabels:
         """(F, fw) bool: never visible before."""
         return self.gap == NEW
 
-    def pixel_mask(self, horizon: int | None = None) -> np.ndarray:
-        """(F, H, fw) bool: static-world pixels of memory-critical columns (only memory restores them)."""
-        return self.memory_critical(horizon)[:, None, :] & self.world_mask
-
     def _tokens(self, values: np.ndarray) -> np.ndarray:
         return values.reshape(self.frames, -1, self.token_width)  # (F, tokens, token_width)
 
