@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench train-panworld clean
+.PHONY: setup demo test test-slow bench bench-train train-panworld clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test-slow: setup  # exit status 5 = no test is marked slow at the moment
 
 bench: setup
 	$(BIN)/python benchmarks/streaming.py
+
+# One thread by default, so it can run beside a training job; THREADS=2 (the core count) when the machine is free.
+THREADS ?= 1
+bench-train: setup
+	$(BIN)/python benchmarks/training.py --threads $(THREADS)
 
 # The four training stages at the panworld preset, chained; each resumes from its run directory, so the
 # command can be re-run after an interruption (or a new session). Budgets on 2 CPU cores: docs/TRAINING.md.

@@ -37,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="stream a long video from a (student) checkpoint")
     gen.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
-    gen.add_argument("--checkpoint", help="checkpoint or run directory (default: random weights, with a warning)")
+    gen.add_argument("--checkpoint", help="checkpoint or run directory (default: the preset's shipped student)")
+    gen.add_argument("--random-weights", action="store_true",
+                     help="generate with untrained random weights (a warning; for presets without a shipped model)")
+    gen.add_argument("--prefill-seconds", type=float, default=0.0,
+                     help="commit the PanWorld episode's ground-truth opening of this length (whole chunks) before "
+                          "generating --seconds more (continuation; the video shows both)")
     gen.add_argument("--seconds", type=float, required=True, help="video length (4 latent frames per second)")
     gen.add_argument("--seed", type=int, default=0,
                      help="noise seed and PanWorld episode seed of sample 0 (seed + b for sample b; eval episodes "
@@ -64,6 +69,9 @@ def _add_eval_parsers(commands: argparse._SubParsersAction) -> None:
 
     add_eval_arguments(commands.add_parser("eval", help="PanWorld memory metrics of a model or a reference"))
     add_table_arguments(commands.add_parser("table", help="eval reports -> one Markdown table (and a plot)"))
+    from context_forcing.eval.probe_command import add_probe_arguments
+
+    add_probe_arguments(commands.add_parser("probe-teacher", help="does a teacher checkpoint use its context?"))
 
 
 def _add_world_parser(commands: argparse._SubParsersAction) -> None:
@@ -91,6 +99,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--init", help="checkpoint or run directory to start the trained network from")
     train.add_argument("--teacher", help="checkpoint or run directory of the teacher (distillation stages)")
     train.add_argument("--checkpoint-every", type=int, help="checkpoint every N updates (and at the last)")
+    train.add_argument("--memory", metavar="LAYOUT",
+                       help="the student's memory layout in stage1/stage2 rollouts (default: the preset's), e.g. "
+                            "sink3-slow12-fast6:uniform4, window-21:absolute; recorded in config.json")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a training setting, e.g. --set generator.lr=1e-4 (repeatable)")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -116,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from context_forcing.eval.command import run_eval_command, run_table_command
 
             return (run_eval_command if args.command == "eval" else run_table_command)(args)
+        if args.command == "probe-teacher":
+            from context_forcing.eval.probe_command import run_probe_command
+
+            return run_probe_command(args)
     except (UsageError, ConfigError) as error:
         print(f"context-forcing {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -133,6 +148,16 @@ def _generate_request(args: argparse.Namespace, request_type: type):
     if args.preset not in PRESETS:
         raise UsageError(f"--preset: got {args.preset!r}; allowed: {', '.join(PRESETS)}")
     run = get_preset(args.preset)
+    if args.checkpoint is not None and args.random_weights:
+        raise UsageError("--random-weights: cannot be combined with --checkpoint")
+    if args.checkpoint is None and not args.random_weights:
+        from context_forcing.model.shipped import shipped_checkpoint
+
+        shipped = shipped_checkpoint(args.preset)
+        if shipped is None:
+            raise UsageError(f"--checkpoint: preset {args.preset!r} ships no trained model; pass --checkpoint DIR "
+                             f"or --random-weights")
+        args.checkpoint = str(shipped)
     if args.checkpoint is not None:
         try:
             run = read_config(args.checkpoint)
@@ -145,6 +170,7 @@ def _generate_request(args: argparse.Namespace, request_type: type):
         raise UsageError(f"--preset: {args.preset!r} needs the {run.codec.kind} codec, which is not available yet; "
                          f"allowed now: presets with the pixel codec ({', '.join(p for p in PRESETS if p != 'wan2.1-1.3b')})")
     seconds = _positive_float("--seconds", args.seconds)
+    prefill = _prefill_frames(args.prefill_seconds, run)
     try:
         layout = parse_layout(args.memory or run.memory.layout, run.chunk)
     except ConfigError as error:
@@ -158,7 +184,18 @@ def _generate_request(args: argparse.Namespace, request_type: type):
     return request_type(run=run, checkpoint=args.checkpoint, layout=layout, seconds=seconds, seed=args.seed,
                         batch=batch, out=Path(args.out), fps=fps, scale=scale,
                         report=Path(args.report) if args.report else None, threads=args.threads,
-                        quality=args.quality, side_by_side=args.side_by_side)
+                        quality=args.quality, side_by_side=args.side_by_side, prefill_frames=prefill)
+
+
+def _prefill_frames(seconds: float, run) -> int:
+    """--prefill-seconds as latent frames (whole chunks, rounded down); 0 when not given."""
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise UsageError(f"--prefill-seconds: got {seconds!r}; must be a finite number >= 0")
+    frames = int(seconds * run.video.latent_frames_per_second + 1e-9) // run.chunk * run.chunk
+    if seconds > 0 and frames == 0:
+        raise UsageError(f"--prefill-seconds: got {seconds!r}; must cover at least one chunk "
+                         f"({run.chunk / run.video.latent_frames_per_second:g} s)")
+    return frames
 
 
 def _train_request(args: argparse.Namespace):
@@ -188,11 +225,33 @@ def _train_request(args: argparse.Namespace):
     for flag, path in (("--init", args.init), ("--teacher", args.teacher)):
         if path is not None:
             _check_checkpoint_preset(flag, path, args.preset)
-    run = get_preset(args.preset)
+    run = _train_memory(args.memory, get_preset(args.preset), args.stage)
     run_dir = Path(args.run_dir)
     _check_run_dir(run_dir, run, train)
     return TrainRequest(run=run, train=train, run_dir=run_dir, init=args.init, teacher=args.teacher,
                         threads=args.threads)
+
+
+def _train_memory(spec: str | None, run, stage: str):
+    """The run with `--memory` as its `memory.layout` (canonical name), so config.json and checkpoints record it.
+
+    The student stages stream with a memory (ODE init streams the real history into it; the DMD stages roll
+    out); the teacher takes its context from the context sampler (`--set context.*`), so a layout there would
+    be recorded but not used: refused."""
+    from dataclasses import replace
+
+    from context_forcing.memory.layout import parse_layout
+
+    if spec is None:
+        return run
+    if stage == "teacher":
+        raise UsageError("--memory: the teacher does not stream with a memory (its context comes from the "
+                         "context sampler: --set context.*); --memory applies to ode-init, stage1 and stage2")
+    try:
+        layout = parse_layout(spec, run.chunk)
+    except ConfigError as error:
+        raise UsageError(f"--memory: {error}") from None
+    return replace(run, memory=replace(run.memory, layout=layout.name))
 
 
 def _check_checkpoint_preset(flag: str, path: str, preset: str) -> None:

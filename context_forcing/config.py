@@ -32,16 +32,21 @@ class ModelConfig:
     in_channels: int = 3
     out_channels: int = 3
     patch: tuple[int, int, int] = (1, 4, 4)  # (pt, ph, pw); pt must be 1 (one latent frame per token row)
-    dim: int = 32
+    dim: int = 48
     heads: int = 2
     layers: int = 2
-    ffn_dim: int = 64
+    ffn_dim: int = 96
     text_dim: int = 16  # width of the prompt embeddings fed to `text_embedding`
     freq_dim: int = 32  # sinusoidal timestep embedding width
     eps: float = 1e-6
     rope_theta: float = 10000.0
     action_dim: int = 0  # per-frame action vector size (0: no actions)
     pose_freqs: int = 0  # sinusoidal features of the per-frame pose (0: no pose input)
+    # what the network's output head is: "velocity" (Wan: v = eps - x0 directly) or "x0" (an x0 prediction
+    # with EDM-style preconditioning for rectified flow, x0 = c_skip(s) x_s + c_out(s) F with data std
+    # `sigma_data`, converted to the velocity every caller sees); see `model.dit.output_to_velocity`
+    prediction: str = "velocity"
+    sigma_data: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_channels", "dim", "heads", "layers", "ffn_dim", "text_dim", "freq_dim"):
@@ -56,6 +61,15 @@ class ModelConfig:
         _require(self.action_dim >= 0, f"model.action_dim must be >= 0, got {self.action_dim}")
         _require(self.pose_freqs >= 0, f"model.pose_freqs must be >= 0, got {self.pose_freqs}")
         _positive("model.eps", self.eps)
+        _require(self.prediction in ("velocity", "x0"),
+                 f"model.prediction must be 'velocity' or 'x0', got {self.prediction!r}")
+        _positive("model.sigma_data", self.sigma_data)
+        # a token wider than the model loses part of its input (and, with a velocity head, part of the noise
+        # it must predict) in the patch embedding: the network can never see it
+        _require(self.patch_features <= self.dim,
+                 f"model.dim ({self.dim}) must be >= the numbers per token, in_channels x patch = "
+                 f"{self.in_channels} x {'x'.join(map(str, self.patch))} = {self.patch_features}; widen the model "
+                 f"or use smaller patches")
 
     @property
     def head_dim(self) -> int:
@@ -182,6 +196,9 @@ class RunConfig:
                  f"video latent size {self.video.latent_height}x{self.video.latent_width} must be divisible by "
                  f"the patch {ph}x{pw}")
         _require(self.text.kind != "attributes" or self.text.prompt_len > 0, "text.prompt_len must be > 0")
+        _require(self.model.prediction == "velocity" or self.sampler.num_train_timesteps == 1000,
+                 f"model.prediction 'x0' reads noise levels as timesteps / 1000; sampler.num_train_timesteps must "
+                 f"be 1000, got {self.sampler.num_train_timesteps}")
         _require(all(i < self.model.layers for i in self.memory.summary_layers),
                  f"memory.summary_layers must be < model.layers ({self.model.layers}), got {self.memory.summary_layers}")
 

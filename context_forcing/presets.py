@@ -10,10 +10,10 @@ from context_forcing.config import (CodecConfig, ConfigError, MemoryConfig, Mode
 
 
 def tiny() -> RunConfig:
-    """Tests: 2 layers, 8x8 pixel frames in 4 tokens, milliseconds per forward."""
+    """Tests: 2 layers, 8x8 pixel frames in 4 tokens of 48 numbers (width 48 sees all of them), milliseconds."""
     return RunConfig(
         preset="tiny",
-        model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 4, 4), dim=32, heads=2, layers=2, ffn_dim=64,
+        model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 4, 4), dim=48, heads=2, layers=2, ffn_dim=96,
                           text_dim=16, freq_dim=32, action_dim=3, pose_freqs=2),
         text=TextConfig(kind="attributes", vocab_size=32, prompt_len=4),  # PanWorld prompts use ids 1..19
         video=VideoConfig(latent_height=8, latent_width=8),
@@ -21,16 +21,18 @@ def tiny() -> RunConfig:
 
 
 def panworld() -> RunConfig:
-    """PanWorld benchmark size: 32x32 RGB, vertical-strip tokens (1, 32, 4) -> 8 tokens per frame, ~3.9 M params.
+    """PanWorld benchmark size: 32x32 RGB, vertical-strip tokens (1, 32, 4) -> 8 tokens per frame, ~7.7 M params.
 
     A 4 px camera move is a whole token, so remembered content is a token copy, and spatial RoPE positions carry
     each token's world column, so the copy is attention at relative position 0 (benchmarks.md, Learnability).
+    Width 384 = the 3 x 32 x 4 numbers of a token (a narrower model cannot see part of its input and noise);
+    the head predicts x0 with EDM preconditioning (docs/TRAINING.md: the measurements behind both choices).
     """
     base = tiny()
     return replace(
         base, preset="panworld", spatial_positions="world",
-        model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 32, 4), dim=256, heads=4, layers=4, ffn_dim=768,
-                          text_dim=64, freq_dim=64, action_dim=3, pose_freqs=6),
+        model=ModelConfig(in_channels=3, out_channels=3, patch=(1, 32, 4), dim=384, heads=6, layers=4, ffn_dim=1152,
+                          text_dim=64, freq_dim=64, action_dim=3, pose_freqs=6, prediction="x0"),
         text=TextConfig(kind="attributes", vocab_size=64, prompt_len=4),
         video=VideoConfig(latent_height=32, latent_width=32),
         memory=MemoryConfig(layout="sink3-slow12-fast6:similarity0.95:bounded"),

@@ -62,8 +62,9 @@ class PanWorldStream:
     def __init__(self, world_cfg: PanWorldConfig, run_cfg: RunConfig, split: str = "train", seed: int = 0,
                  window: int = 24, batch: int = 4, history: int | tuple[int, int] | None = None,
                  episode_frames: int = 256, spatial_positions: bool = False,
-                 window_candidates: int = 1) -> None:
+                 window_candidates: int = 1, grid: tuple[int, int] | None = None) -> None:
         self.world, self.run = world_cfg, run_cfg
+        self.grid = grid or run_cfg.token_grid  # token grid of positions and masks (a downsampling caller's own)
         self.split, self.seed, self.step = split, seed, 0
         self.window, self.batch, self.episode_frames = window, batch, episode_frames
         self.spatial_positions, self.window_candidates = spatial_positions, window_candidates
@@ -102,8 +103,8 @@ class PanWorldStream:
         if text.kind != "attributes" or text.vocab_size < world.prompt_vocab_size or text.prompt_len < 4:
             raise ConfigError(f"text must be 'attributes' with vocab_size >= {world.prompt_vocab_size} and "
                               f"prompt_len >= 4, got {text.kind!r}, {text.vocab_size}, {text.prompt_len}")
-        if self.spatial_positions and world.frame_width % run.token_grid[1]:
-            raise ConfigError(f"token columns ({run.token_grid[1]}) must divide the frame width "
+        if self.spatial_positions and world.frame_width % self.grid[1]:
+            raise ConfigError(f"token columns ({self.grid[1]}) must divide the frame width "
                               f"({world.frame_width})")
 
     # ---- iteration ---------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class PanWorldStream:
             labels = episode.labels(start, start + length)
             pixels.append(episode.render(start, start + length))
             conds.append(episode.conditioning(start, start + length, spatial=self.spatial_positions,
-                                              grid=self.run.token_grid, prompt_len=self.run.text.prompt_len))
+                                              grid=self.grid, prompt_len=self.run.text.prompt_len))
             critical.append(labels.token_memory_critical())
             new.append(labels.token_new)
             seeds.append(episode.seed)
@@ -175,7 +176,7 @@ class PanWorldStream:
 
     def _tokens_to_grid(self, masks: np.ndarray) -> Tensor:
         """(B, F, strips) per strip -> (B, F, rows * cols) per model token (rows repeat, columns split)."""
-        rows, cols = self.run.token_grid
+        rows, cols = self.grid
         strips = masks.shape[-1]
         if cols % strips and strips % cols:
             raise ConfigError(f"token columns ({cols}) and PanWorld strips ({strips}) must divide one "

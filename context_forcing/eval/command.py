@@ -132,7 +132,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     print(f"{args.model}: ECL {ecl(report['ecl_seconds'], report['ecl_lower_bound'])} (M1), "
           f"{ecl(report['ecl_seconds_m2'], report['ecl_m2_lower_bound'])} (M2); motion "
-          f"{'passes' if report['motion']['passes'] else 'FAILS'}; report {args.report}", file=sys.stderr)
+          f"{'passes' if report['motion']['passes'] else 'FAILS'}; P2 drift within interval "
+          f"{report['drift_within_interval']}; report {args.report}", file=sys.stderr)
     return 0
 
 

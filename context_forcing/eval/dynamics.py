@@ -5,7 +5,9 @@ A frozen video is perfectly self-consistent (pitfall 4) and copying the last fra
 by matching it against the previous frame, and compared with the true camera move. Matching uses only the rows
 outside the subject's box: the subject stays put on screen while the world scrolls.
 
-Per episode each check returns counts or per-window sums; `pool_*` combine episodes by summing counts.
+Per episode each check returns counts or per-window sums; `pool_*` combine episodes by summing counts. The
+drift summary compares the first and the last 16 s of each rollout, averaged over episodes with bootstrap
+intervals.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from context_forcing.data.panworld import PanWorldConfig
 from context_forcing.data.panworld.world import subject_screen_box
-from context_forcing.eval.metrics import FRAMES_PER_SECOND, sharpness
+from context_forcing.eval.metrics import FRAMES_PER_SECOND, percentile_interval, sharpness
 
 MOTION_PASS = 0.5  # a video passes when at least half of its moving and of its still frames follow the camera
 # A cut: the frame differs from the previous one, moved by the true camera move, by a mean |difference|
@@ -29,6 +31,8 @@ CYCLE_GAP = 12  # frames: a repeat must reach at least this far back
 # worlds measured), so generated frames closer than half that at such camera positions repeat content.
 CYCLE_SAME = 6.0
 DRIFT_WINDOW = 16  # frames per drift window (4 s)
+DRIFT_SEGMENT = 64  # frames (16 s): the drift summary compares the first and the last this many of a rollout
+DRIFT_MEASURES = ("sharpness_ratio", "colour", "histogram")  # per frame, against the true frame
 HISTOGRAM_LEVELS = 4  # per channel: colour histograms of 4**3 bins
 
 
@@ -183,3 +187,71 @@ def pool_drift(parts: list[list[dict]]) -> list[dict]:
             row[key] = float(np.mean([w[key] for w in windows]))
         pooled.append(row)
     return pooled
+
+
+def frame_drift(video: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Per frame (F,) of video, truth (F, H, W, 3): the M4 pixel statistics of `drift_windows` frame by frame.
+
+    sharpness_ratio: generated / true sharpness (1: as sharp as the world; a fade or blur lowers it);
+    colour: mean |difference| of per-channel mean and std; histogram: colour-histogram total variation.
+    Distribution-level, so an invented but plausible world (P2) does not count as drift.
+    """
+    g, r = video.astype(np.float32), truth.astype(np.float32)
+
+    def frame_sharpness(f: np.ndarray) -> np.ndarray:  # (F,): `metrics.sharpness` of each frame
+        across, down = np.abs(np.diff(f, axis=2)), np.abs(np.diff(f, axis=1))
+        return (across.mean(axis=(1, 2, 3)) + down.mean(axis=(1, 2, 3))) / 2
+
+    colour = (np.abs(g.mean(axis=(1, 2)) - r.mean(axis=(1, 2))).mean(axis=1)
+              + np.abs(g.std(axis=(1, 2)) - r.std(axis=(1, 2))).mean(axis=1))  # (F,)
+    histogram = [_histogram_distance(a, b) for a, b in zip(video, truth)]
+    return {"sharpness_ratio": frame_sharpness(g) / np.maximum(frame_sharpness(r), 1e-9),
+            "colour": colour.astype(np.float64), "histogram": np.asarray(histogram)}
+
+
+def drift_segments(start: int, stop: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """[lo, hi) of the first and the last segment of the rollout [start, stop): DRIFT_SEGMENT frames each, or
+    half the rollout when it is shorter than two segments (they never overlap); None below two frames."""
+    length = min(DRIFT_SEGMENT, (stop - start) // 2)
+    return None if length < 1 else ((start, start + length), (stop - length, stop))
+
+
+def drift_segment_means(video: np.ndarray, truth: np.ndarray, start: int, stop: int) -> np.ndarray | None:
+    """(2, measures): each DRIFT_MEASURES value averaged over the first (row 0) and the last (row 1)
+    segment of the rollout [start, stop) of one episode; None if it is too short."""
+    segments = drift_segments(start, stop)
+    if segments is None:
+        return None
+    means = []
+    for lo, hi in segments:
+        values = frame_drift(video[lo:hi], truth[lo:hi])
+        means.append([float(values[m].mean()) for m in DRIFT_MEASURES])
+    return np.array(means)
+
+
+def drift_summary(parts: list[np.ndarray | None], weights: np.ndarray, level: float,
+                  segments: tuple[tuple[int, int], tuple[int, int]] | None) -> dict | None:
+    """First vs last segment of the rollouts, pooled over episodes (`drift_segment_means` per episode).
+
+    Per measure: the episode mean of each segment with a bootstrap interval (`weights` (draws, episodes));
+    `within_interval` when the last segment's mean lies inside the first segment's interval, and
+    `drift_within_interval` when every measure's does: "no drift" as a reading. A mean against another
+    mean's 95 % interval misses about one time in six per measure even for a stationary video, so each
+    measure also carries `change` (last - first) with its paired interval from the same resampled episodes.
+    """
+    if segments is None or any(p is None for p in parts):
+        return None
+    values = np.stack(parts)  # (E, 2, measures)
+    draws = np.einsum("de,esm->dsm", weights, values) / values.shape[0]  # (draws, 2, measures)
+    measures = {}
+    for i, name in enumerate(DRIFT_MEASURES):
+        first, last = (float(values[:, s, i].mean()) for s in (0, 1))
+        (lo, hi), last_interval = (percentile_interval(draws[:, s, i:i + 1], level)[0] for s in (0, 1))
+        change = percentile_interval(draws[:, 1, i:i + 1] - draws[:, 0, i:i + 1], level)[0]
+        measures[name] = {"first": first, "first_interval": [lo, hi], "last": last,
+                          "last_interval": last_interval, "within_interval": bool(lo <= last <= hi),
+                          "change": last - first, "change_interval": change}
+    (a, b), (c, d) = segments
+    return {"first_seconds": [a / FRAMES_PER_SECOND, b / FRAMES_PER_SECOND],
+            "last_seconds": [c / FRAMES_PER_SECOND, d / FRAMES_PER_SECOND], "measures": measures,
+            "drift_within_interval": all(m["within_interval"] for m in measures.values())}

@@ -16,7 +16,8 @@ from itertools import pairwise
 import numpy as np
 
 FRAMES_PER_SECOND = 4  # latent frames per second everywhere (DESIGN.md section 2)
-GAP_BINS: tuple[tuple[int, int], ...] = ((4, 16), (16, 48), (48, 96), (96, 192))  # [lo, hi) in frames
+# [lo, hi) in frames; an episode measures those it holds whole (`measured_bins`)
+GAP_BINS: tuple[tuple[int, int], ...] = ((4, 16), (16, 48), (48, 96), (96, 192), (192, 384))
 SPLITS = ("all", "sink", "no_sink")  # sink: the column was visible in the first frames (pitfall 5)
 ECL_THRESHOLD = 0.5
 
@@ -28,8 +29,18 @@ def bin_name(lo: int, hi: int) -> str:
 BIN_NAMES = tuple(bin_name(lo, hi) for lo, hi in GAP_BINS)
 
 
+def measured_bins(frames: int) -> tuple[tuple[int, int], ...]:
+    """The gap bins episodes of `frames` frames measure: those whose every gap they can hold (hi <= frames).
+
+    A bin cut short by the episode would hold only its shortest gaps yet stand at its centre on the ECL curve.
+    192-384 is measured from 96 s (384 frames) on, so 64 s reports keep their four bins up to 96-192 (and
+    episodes shorter than 48 s leave out 96-192).
+    """
+    return tuple((lo, hi) for lo, hi in GAP_BINS if hi <= frames)
+
+
 def bin_centre_seconds(lo: int, hi: int) -> float:
-    """The bin's centre in seconds (4-16 frames -> 2.5 s, ..., 96-192 -> 36 s)."""
+    """The bin's centre in seconds (4-16 frames -> 2.5 s, ..., 96-192 -> 36 s, 192-384 -> 72 s)."""
     return (lo + hi) / 2 / FRAMES_PER_SECOND
 
 
@@ -44,12 +55,14 @@ def column_errors(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tupl
     return (per_pixel * mask).sum(axis=1), mask.sum(axis=1).astype(np.int64) * pred.shape[-1]
 
 
-def group_masks(gap: np.ndarray, sink: np.ndarray, critical: np.ndarray, new: np.ndarray | None
-                ) -> dict[str, np.ndarray]:
-    """Boolean (F, W) selections by name: "BIN/SPLIT" for each gap bin and split of the `critical` columns,
-    "critical" (every memory-critical column, any gap), "critical/SPLIT" and, if given, "new" (never seen)."""
+def group_masks(gap: np.ndarray, sink: np.ndarray, critical: np.ndarray, new: np.ndarray | None,
+                bins: tuple[tuple[int, int], ...] = GAP_BINS) -> dict[str, np.ndarray]:
+    """Boolean (F, W) selections by name: "BIN/SPLIT" for each gap bin of `bins` and split of the `critical`
+    columns, "critical" (every memory-critical column, any gap), "critical/SPLIT" and, if given, "new" (never
+    seen)."""
     groups = {}
-    for (lo, hi), name in zip(GAP_BINS, BIN_NAMES):
+    for lo, hi in bins:
+        name = bin_name(lo, hi)
         in_bin = critical & (gap >= lo) & (gap < hi)
         groups[f"{name}/all"] = in_bin
         groups[f"{name}/sink"] = in_bin & sink

@@ -43,8 +43,8 @@ def _revisit_line(ax, report: dict, metric: str) -> None:
         return
     xs, ys, below, above = [0.0], [1.0], [0.0], [0.0]  # the curve starts at (0 s, 1.0), as ECL's does
     for (lo, hi), name in zip(GAP_BINS, BIN_NAMES):
-        cell = table[name]["all"]
-        if cell["score"] is None:
+        cell = (table.get(name) or {}).get("all")  # reports hold the bins their episode length measures
+        if not cell or cell["score"] is None:
             continue
         interval = cell["interval"] or [cell["score"], cell["score"]]
         xs.append(bin_centre_seconds(lo, hi))

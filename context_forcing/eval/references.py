@@ -15,7 +15,8 @@ take, so the same scoring runs on all of them. P1 videos start with the ground-t
   latents), averaged over the chunk's frames and flattened. A frame's screen column is *restorable* when its
   world column is visible in at least one frame that frame's chunk plan attends to. As a "model" the oracle
   predicts ground truth where restorable and the `wrong` world elsewhere (in P2 also ground truth on
-  never-seen columns: any world is a valid invention, and the oracle invents the true one).
+  columns first seen in the current chunk: any world is a valid invention, and the oracle invents the true
+  one).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from context_forcing.eval.cases import EvalCase
-from context_forcing.eval.metrics import BIN_NAMES, GAP_BINS
+from context_forcing.eval.metrics import bin_name, measured_bins
 from context_forcing.memory.layout import MemoryLayout, parse_layout
 from context_forcing.memory.plan import simulate
 from context_forcing.memory.policy import make_decider
@@ -92,10 +93,16 @@ def oracle_plan(case: EvalCase, layout: MemoryLayout) -> OraclePlan:
 
 
 def oracle_video(case: EvalCase, plan: OraclePlan, protocol: str) -> np.ndarray:
-    """Ground truth where restorable (P2: or never seen before), the `wrong` chance world elsewhere."""
+    """Ground truth where restorable (P2: or first seen in the frame's own chunk), the `wrong` world elsewhere.
+
+    In P2 a chunk is generated jointly, so content the oracle invents (the truth) on a chunk's first sight of a
+    column stays on the chunk's later frames; those gaps are <= chunk - 1 < h, so M2 is unchanged, but without
+    this the oracle's P2 flickered where the camera explores (motion, drift, resets).
+    """
     shown = plan.restorable.copy()  # (padded, W)
     if protocol == "p2":
-        shown[:case.frames] |= case.labels.new
+        chunk_start = np.arange(case.frames) // plan.layout.chunk * plan.layout.chunk  # (F,)
+        shown[:case.frames] |= case.labels.first_seen >= chunk_start[:, None]  # new ones included
     video = np.where(shown[:, None, :, None], case.truth, case.wrong)
     if protocol == "p1":
         video[:case.t0] = case.truth[:case.t0]
@@ -104,16 +111,18 @@ def oracle_video(case: EvalCase, plan: OraclePlan, protocol: str) -> np.ndarray:
 
 def restorable_summary(cases: list[EvalCase], restorable: list[np.ndarray]) -> dict:
     """Share of memory-critical columns (all frames of all episodes, pooled) that a layout can restore
-    (`OraclePlan.restorable` per case), overall and per gap bin."""
-    hit = np.zeros(len(GAP_BINS) + 1)
-    total = np.zeros(len(GAP_BINS) + 1)
+    (`OraclePlan.restorable` per case), overall and per measured gap bin."""
+    bins = measured_bins(cases[0].frames)  # the eval's cases share their length
+    hit = np.zeros(len(bins) + 1)
+    total = np.zeros(len(bins) + 1)
     for case, mask in zip(cases, restorable):
         critical, gap, shown = case.labels.memory_critical(), case.labels.gap, mask[:case.frames]
-        selections = [critical & (gap >= lo) & (gap < hi) for lo, hi in GAP_BINS] + [critical]
+        selections = [critical & (gap >= lo) & (gap < hi) for lo, hi in bins] + [critical]
         hit += [(shown & s).sum() for s in selections]
         total += [s.sum() for s in selections]
     share = [float(h / t) if t else None for h, t in zip(hit, total)]
-    return {"restorable_fraction": share[-1], "restorable_by_gap": dict(zip(BIN_NAMES, share[:-1])),
+    names = [bin_name(lo, hi) for lo, hi in bins]
+    return {"restorable_fraction": share[-1], "restorable_by_gap": dict(zip(names, share[:-1])),
             "memory_critical_columns": int(total[-1])}
 
 

@@ -10,6 +10,8 @@ coverage, and whether it is memory-critical (g > h) or new.
 - M2 (protocol P2, free rollout): each memory-critical column of frame t against the video's own frame at the
   column's first visit (same world column, known camera offset).
 
+Gap bins are those the episode's length measures whole (`metrics.measured_bins`).
+
 Both are normalised by the chance worlds (their mean error): for M1 against ground truth, for M2 against the
 video's first visit (a different world is what a video that forgot would show).
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from context_forcing.eval.cases import EvalCase
-from context_forcing.eval.metrics import RevisitSums, column_errors, group_masks
+from context_forcing.eval.metrics import RevisitSums, column_errors, group_masks, measured_bins
 
 
 def m1_sums(case: EvalCase, video: np.ndarray, mean_fill: np.ndarray | None = None) -> RevisitSums:
@@ -34,7 +36,8 @@ def m1_sums(case: EvalCase, video: np.ndarray, mean_fill: np.ndarray | None = No
     reference = None if mean_fill is None else column_errors(mean_fill[t0:frames], truth, mask)[0]
     seen_in_prefix = labels.first_seen[t0:] < t0  # a new column's first visit is the frame itself (>= t0)
     critical = labels.memory_critical()[t0:] & seen_in_prefix
-    groups = group_masks(labels.gap[t0:], labels.sink_covered[t0:], critical, labels.new[t0:])
+    groups = group_masks(labels.gap[t0:], labels.sink_covered[t0:], critical, labels.new[t0:],
+                         measured_bins(frames))
     return RevisitSums.of_episode(groups, model, chance, count, reference)
 
 
@@ -56,5 +59,5 @@ def m2_sums(case: EvalCase, video: np.ndarray) -> RevisitSums:
     count = np.zeros(critical.shape, dtype=np.int64)
     count[t, j] = mask.sum(-1) * 3
     chance = np.mean([error(world[:frames].astype(np.float64)) for world in case.chance], axis=0)
-    groups = group_masks(labels.gap, labels.sink_covered, critical, None)
+    groups = group_masks(labels.gap, labels.sink_covered, critical, None, measured_bins(frames))
     return RevisitSums.of_episode(groups, error(video[:frames].astype(np.float64)), chance, count)

@@ -2,8 +2,8 @@
 
 `score_videos(cases, videos)` is the whole scoring step of `evaluate`: M1 (P1) and M2 (P2) per gap bin and
 sink split with bootstrap intervals, their ECLs, the retrieval signal, the fidelity gate, M3 identity, motion,
-M4 drift, M5 resets and M6 cycles. Videos are whole (padded, H, W, 3) uint8 arrays, P1 ones starting with the
-ground-truth prefix.
+M4 drift (per window, and the first vs the last 16 s of each rollout), M5 resets and M6 cycles. Videos are
+whole (padded, H, W, 3) uint8 arrays, P1 ones starting with the ground-truth prefix.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ LEVEL = 0.95  # central bootstrap interval
 
 
 def revisit_tables(sums: RevisitSums, weights: np.ndarray) -> tuple[dict, dict, dict]:
-    """(bin -> split -> cell, ECL per split {split: {seconds, lower_bound}}, the ungrouped cells by name)."""
+    """(bin -> split -> cell, ECL per split {split: {seconds, lower_bound}}, the ungrouped cells by name);
+    bins are those `sums` holds (the episodes' measured bins)."""
     cells = score_table(sums, weights, LEVEL)
-    by_gap = {name: {split: cells[f"{name}/{split}"] for split in SPLITS} for name in BIN_NAMES}
+    names = [name for name in BIN_NAMES if f"{name}/all" in cells]
+    by_gap = {name: {split: cells[f"{name}/{split}"] for split in SPLITS} for name in names}
     ecl = {}
     for split in SPLITS:
-        seconds, lower = effective_context_length({name: by_gap[name][split]["score"] for name in BIN_NAMES})
+        seconds, lower = effective_context_length({name: by_gap[name][split]["score"] for name in names})
         ecl[split] = {"seconds": seconds, "lower_bound": lower}
     return by_gap, ecl, cells
 
@@ -66,16 +68,21 @@ def identity_table(cases: list[EvalCase], videos: list[np.ndarray], protocol: st
     return table
 
 
-def dynamics_report(cases: list[EvalCase], videos: list[np.ndarray], protocol: str) -> dict:
-    """Motion, drift, resets and cycles over the generated frames."""
+def dynamics_report(cases: list[EvalCase], videos: list[np.ndarray], protocol: str,
+                    weights: np.ndarray) -> dict:
+    """Motion, drift (per window, and first vs last 16 s), resets and cycles over the generated frames."""
     cfg = cases[0].episode.cfg
     runs = list(zip(cases, videos, generated_spans(cases, protocol)))
     motion = [dynamics.motion_counts(v, c.camera_x, cfg, lo, hi) for c, v, (lo, hi) in runs]
     resets = [dynamics.reset_counts(v, c.camera_x, cfg, lo, hi) for c, v, (lo, hi) in runs]
     cycles = [dynamics.cycle_counts(v, c.camera_x, cfg.frame_width, lo, hi) for c, v, (lo, hi) in runs]
     drift = [dynamics.drift_windows(v, c.truth, lo, hi) for c, v, (lo, hi) in runs]
+    segments = [dynamics.drift_segment_means(v, c.truth, lo, hi) for c, v, (lo, hi) in runs]
+    lo, hi = generated_spans(cases, protocol)[0]  # the eval's cases share their length
+    summary = dynamics.drift_summary(segments, weights, LEVEL, dynamics.drift_segments(lo, hi))
     return {"motion": dynamics.pool_motion(motion), "resets": dynamics.pool_resets(resets),
-            "cycles": dynamics.pool_cycles(cycles), "drift": dynamics.pool_drift(drift)}
+            "cycles": dynamics.pool_cycles(cycles), "drift": dynamics.pool_drift(drift),
+            "drift_summary": summary}
 
 
 def score_p1(cases: list[EvalCase], videos: list[np.ndarray], weights: np.ndarray) -> dict:
@@ -90,7 +97,7 @@ def score_p1(cases: list[EvalCase], videos: list[np.ndarray], weights: np.ndarra
         "retrieval_signal": {"score": signal, "interval": interval,
                              "memory_critical": cells["critical"]["score"], "new": cells["new"]["score"]},
         "fidelity": fidelity(cases, videos, "p1"), "identity": identity_table(cases, videos, "p1", weights),
-        **dynamics_report(cases, videos, "p1"),
+        **dynamics_report(cases, videos, "p1", weights),
     }
 
 
@@ -102,15 +109,16 @@ def score_p2(cases: list[EvalCase], videos: list[np.ndarray], weights: np.ndarra
             "by_split": {split: cells[f"critical/{split}"] for split in ("sink", "no_sink")},
             "fidelity": fidelity(cases, videos, "p2"),
             "identity": identity_table(cases, videos, "p2", weights),
-            **dynamics_report(cases, videos, "p2")}
+            **dynamics_report(cases, videos, "p2", weights)}
 
 
 def score_videos(cases: list[EvalCase], videos: dict[str, list[np.ndarray]], draws: int = BOOTSTRAP_DRAWS,
                  seed: int = 0) -> dict:
     """The report's metric fields for the protocols in `videos` ({"p1": [...], "p2": [...]}, either optional).
 
-    Headline fields (`ecl_seconds`, ...) are None for a protocol that was not run. Per-protocol fields
-    (identity, fidelity, motion, drift, resets, cycles) map "p1" / "p2" to their values.
+    Headline fields (`ecl_seconds`, ..., `drift_within_interval` of the P2 drift summary) are None for a
+    protocol that was not run. Per-protocol fields (identity, fidelity, motion, drift, drift_summary, resets,
+    cycles) map "p1" / "p2" to their values.
     """
     weights = bootstrap_weights(len(cases), draws, seed)  # the same resampled episodes for every metric
     parts = {p: (score_p1 if p == "p1" else score_p2)(cases, v, weights) for p, v in videos.items()}
@@ -129,7 +137,9 @@ def score_videos(cases: list[EvalCase], videos: dict[str, list[np.ndarray]], dra
         "retrieval_signal": p1["retrieval_signal"] if p1 else None,
         "bootstrap": {"draws": draws, "level": LEVEL, "over": "episodes"},
     }
-    for key in ("fidelity", "identity", "motion", "drift", "resets", "cycles"):
+    for key in ("fidelity", "identity", "motion", "drift", "drift_summary", "resets", "cycles"):
         report[key] = {p: part[key] for p, part in parts.items()}
+    free = (p2 or {}).get("drift_summary")  # the free rollout's: P1 continues from ground truth
+    report["drift_within_interval"] = None if free is None else free["drift_within_interval"]
     report["motion"]["passes"] = all(part["motion"]["passes"] for part in parts.values())
     return report

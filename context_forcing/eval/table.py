@@ -1,9 +1,11 @@
 """Several eval reports (the JSON of `evaluate`) -> one Markdown table, one row per report.
 
-Columns: M1 score per gap bin with its bootstrap interval, ECL from M1 and M2 (`36+` marks a lower bound), the
-retrieval signal S(memory-critical) - S(new), M1 on sink-covered / other columns, the oracle's restorable
-fraction, motion (accuracy on moving frames; FAIL when the check fails) and the fidelity gate (sharpness
-ratio; `blur` when flagged).
+Columns: M1 score per gap bin with its bootstrap interval (every bin some report measures; `-` where a
+report's episodes are too short for it), ECL from M1 and M2 (`36+` marks a lower bound), the retrieval signal
+S(memory-critical) - S(new), M1 on sink-covered / other columns, the oracle's restorable fraction, motion
+(accuracy on moving frames; FAIL when the check fails), the fidelity gate (sharpness ratio; `blur` when
+flagged) and drift (the free rollout's sharpness ratio in its first / last 16 s; `drift:` names the measures
+whose last-16 s mean left the first-16 s interval).
 """
 
 from __future__ import annotations
@@ -33,7 +35,25 @@ def _split(report: dict, split: str) -> str:
     return _number((m1.get(split) or {}).get("score"))
 
 
-def _row(report: dict) -> list[str]:
+def _drift(report: dict) -> str:
+    """P2's drift summary (P1's if only P1 ran): sharpness ratio first / last, the measures that drifted."""
+    summaries = report.get("drift_summary") or {}
+    summary = summaries.get("p2") or summaries.get("p1")
+    if not summary:
+        return "-"
+    sharp = summary["measures"]["sharpness_ratio"]
+    drifted = [name for name, m in summary["measures"].items() if not m["within_interval"]]
+    flag = f" drift: {', '.join(drifted)}" if drifted else ""
+    return f"{sharp['first']:.2f} / {sharp['last']:.2f}{flag}"
+
+
+def _bins(reports: list[dict]) -> list[str]:
+    """The gap bins any report measures, in gap order."""
+    present = {name for r in reports for name in ((r.get("revisit_by_gap") or {}).get("m1") or {})}
+    return [name for name in BIN_NAMES if name in present]
+
+
+def _row(report: dict, bins: list[str]) -> list[str]:
     m1 = (report.get("revisit_by_gap") or {}).get("m1") or {}
     signal = report.get("retrieval_signal") or {}
     motion = report.get("motion") or {}
@@ -43,19 +63,21 @@ def _row(report: dict) -> list[str]:
     name = str(report.get("model"))
     if report.get("memory") and not name.startswith("oracle:"):
         name += f" [{report['memory']}]"
-    return [name, *[_cell((m1.get(b) or {}).get("all")) for b in BIN_NAMES],
+    return [name, *[_cell((m1.get(b) or {}).get("all")) for b in bins],
             _ecl(report.get("ecl_seconds"), report.get("ecl_lower_bound")),
             _ecl(report.get("ecl_seconds_m2"), report.get("ecl_m2_lower_bound")),
             _number(signal.get("score")), _split(report, "sink"), _split(report, "no_sink"),
             _number(report.get("restorable_fraction")),
             _number(moving) + ("" if motion.get("passes", True) else " FAIL"),
-            _number(fidelity.get("sharpness_ratio")) + ("" if fidelity.get("passes", True) else " blur")]
+            _number(fidelity.get("sharpness_ratio")) + ("" if fidelity.get("passes", True) else " blur"),
+            _drift(report)]
 
 
 def markdown_table(reports: list[dict]) -> str:
     """One Markdown table of several eval reports (see the module docstring for the columns)."""
-    head = ["model", *[f"M1 {b}" for b in BIN_NAMES], "ECL s", "ECL M2 s", "retrieval", "M1 sink",
-            "M1 no-sink", "restorable", "motion", "sharpness"]
+    bins = _bins(reports)
+    head = ["model", *[f"M1 {b}" for b in bins], "ECL s", "ECL M2 s", "retrieval", "M1 sink",
+            "M1 no-sink", "restorable", "motion", "sharpness", "drift: sharpness first / last 16 s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_row(r)) + " |" for r in reports]
+    lines += ["| " + " | ".join(_row(r, bins)) + " |" for r in reports]
     return "\n".join(lines) + "\n"

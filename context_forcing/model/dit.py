@@ -40,6 +40,26 @@ def pose_features(pose: Tensor, freqs: int) -> Tensor:
     return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
+def output_to_velocity(out: Tensor, x: Tensor, timesteps: Tensor, cfg: ModelConfig,
+                       num_train_timesteps: int = 1000) -> Tensor:
+    """The velocity v = eps - x0 from the head's output F for latents x (B, F, C, H, W) at timesteps (B, F).
+
+    `velocity`: v = F. `x0`: x0 = c_skip x + c_out F with c_skip = (1 - s) sd^2 / D, c_out = s sd / sqrt(D),
+    D = (1 - s)^2 sd^2 + s^2 (EDM's preconditioning for x_s = (1 - s) x0 + s eps, data std sd): a pure x0
+    guess from noise at s = 1, the input passed through at s = 0. v = (x - x0) / s, written without the
+    division: v = a x + b F, a = (s - (1 - s) sd^2) / D, b = -sd / sqrt(D) (finite at s = 0).
+    """
+    if cfg.prediction == "velocity":
+        return out
+    s = (timesteps.to(torch.float32) / num_train_timesteps).clamp(0, 1)
+    s = s.reshape(*s.shape, *([1] * (x.ndim - s.ndim)))
+    sd2 = cfg.sigma_data**2
+    d = (1 - s) ** 2 * sd2 + s**2
+    a = (s - (1 - s) * sd2) / d
+    b = -cfg.sigma_data / d.sqrt()
+    return (a * x.float() + b * out.float()).to(out.dtype)
+
+
 def block_causal_mask(num_frames: int, chunk: int, device: torch.device | str = "cpu") -> Tensor:
     """(1, F, F) frame mask: frame i sees frame j iff chunk(j) <= chunk(i)."""
     blocks = torch.arange(num_frames, device=device) // chunk
@@ -144,7 +164,7 @@ class CausalVideoDiT(nn.Module):
             for module in seq:
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=0.02)
-        nn.init.zeros_(self.head.head.weight)  # start as the zero velocity, as Wan does
+        nn.init.zeros_(self.head.head.weight)  # start as the zero output (velocity or x0 correction), as Wan does
         if self.frame_embedding is not None:
             # zero: actions and pose start as a no-op, so Wan weights (which have none) behave unchanged
             nn.init.zeros_(self.frame_embedding[-1].weight)
@@ -236,8 +256,8 @@ class CausalVideoDiT(nn.Module):
                 hidden, layer_kv = block(*args)
             kv.append(layer_kv)
         out = self.head(hidden, temb)  # (B, F, Lf, out * ph * pw)
-        velocity = rearrange(out, "b f (hp wp) (ph pw c) -> b f c (hp ph) (wp pw)", hp=grid[0], ph=ph, pw=pw)
-        return ModelOutput(velocity, kv if return_kv else None)
+        out = rearrange(out, "b f (hp wp) (ph pw c) -> b f c (hp ph) (wp pw)", hp=grid[0], ph=ph, pw=pw)
+        return ModelOutput(output_to_velocity(out, x, timesteps, self.cfg), kv if return_kv else None)
 
 
 def _per_frame(cond: Conditioning | None, name: str, batch: int, frames: int, width: int) -> Tensor:

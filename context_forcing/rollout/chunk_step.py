@@ -63,14 +63,13 @@ def commit_pass(model: CausalVideoDiT, inputs: ChunkInputs, clean: Tensor) -> li
                  return_kv=True).kv
 
 
-def new_memory(run: RunConfig, layout: MemoryLayout, batch: int, device: torch.device,
-               admit_kv: str | None = None) -> SlowFastMemory:
-    """An empty Slow-Fast Memory sized for `run`'s model."""
+def new_memory(run: RunConfig, layout: MemoryLayout, batch: int, device: torch.device) -> SlowFastMemory:
+    """An empty Slow-Fast Memory sized for `run`'s model, admitting K/V as `run.memory.admit_kv` says."""
     mc = run.model
     shape = StoreShape(layers=mc.layers, tokens_per_frame=run.tokens_per_frame, heads=mc.heads, head_dim=mc.head_dim,
                        latent=(mc.in_channels, run.video.latent_height, run.video.latent_width),
                        action_dim=mc.action_dim, summary_dim=(len(run.memory.summary_layers) or mc.layers) * mc.dim)
-    return SlowFastMemory(layout, shape, batch, run.memory.summary_layers, admit_kv or run.memory.admit_kv, device)
+    return SlowFastMemory(layout, shape, batch, run.memory.summary_layers, run.memory.admit_kv, device)
 
 
 def frame_inputs(model: CausalVideoDiT, run: RunConfig, latents: Tensor, cond: Conditioning) -> FrameInputs:

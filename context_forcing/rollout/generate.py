@@ -38,6 +38,7 @@ class GenerateRequest:
     threads: int | None = None
     quality: str = "lossless"
     side_by_side: bool = False  # each sample next to its PanWorld ground truth
+    prefill_frames: int = 0  # ground-truth opening committed before generating (whole chunks)
 
 
 def latent_frames_for(seconds: float, run: RunConfig) -> int:
@@ -64,28 +65,40 @@ def run_generate(request: GenerateRequest) -> int:
         torch.set_num_threads(request.threads)
     run = request.run
     model = build_model(request)
-    frames = latent_frames_for(request.seconds, run)
+    prefill = request.prefill_frames
+    frames = prefill + latent_frames_for(request.seconds, run)
     chunks = math.ceil(frames / run.chunk)
     episodes = panworld_episodes(run, request.seed, request.batch, chunks * run.chunk)
     cond = episode_conditioning(run, episodes, chunks * run.chunk)
-    session = StreamingSession(model, run, cond, seed=request.seed, layout=request.layout,
-                               codec=build_codec(run.codec, run.video))
+    codec = build_codec(run.codec, run.video)
+    session = StreamingSession(model, run, cond, seed=request.seed, layout=request.layout, codec=codec)
     per_latent = run.video.pixel_frames_per_latent
     written, tic = 0, time.perf_counter()
     with VideoWriter(request.out, fps=request.fps, scale=request.scale, quality=request.quality) as writer, \
             tqdm(total=chunks, desc="generate", unit="chunk", file=sys.stderr) as bar:
-        for chunk in session.stream(frames):
-            keep = max(0, frames * per_latent - written)
-            pixels = chunk.pixels[:, :keep]  # (B, t, H, W, 3): trim the last chunk to the request
+
+        def write(pixels: torch.Tensor) -> None:  # (B, t, H, W, 3) uint8
+            nonlocal written
+            pixels = pixels[:, :max(0, frames * per_latent - written)]  # trim the last chunk to the request
             if request.side_by_side:
                 start = written // per_latent
                 truth = [ground_truth_pixels(run, e, start, start + pixels.shape[1]) for e in episodes]
                 pixels = torch.stack([torch.cat([p, t], dim=2) for p, t in zip(pixels, truth)])
             writer.write(torch.cat(list(pixels), dim=2))  # samples side by side
             written += pixels.shape[1]
+
+        if prefill:
+            opening = torch.stack([ground_truth_pixels(run, e, 0, prefill) for e in episodes])  # (B, F, h, w, 3)
+            session.prefill(codec.encode(opening))
+            write(opening)
+            bar.update(prefill // run.chunk)
+        for chunk in session.stream(frames):
+            write(chunk.pixels)
             bar.update(1)
     wall = time.perf_counter() - tic
     report = session_report(session, frames, written, wall)
+    report["checkpoint"] = str(request.checkpoint) if request.checkpoint is not None else "random"
+    report["prefill_frames"] = prefill
     if request.report is not None:
         atomic_write_json(request.report, report)
     print(f"wrote {written} frames ({report['seconds']:.2f} s) to {request.out} in {wall:.1f} s", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Student rollouts for training (Self Forcing style), through the same chunk step as streaming.
 
 Each chunk runs the few-step sampler up to its exit step; only the exit step's prediction keeps gradient
-(when the chunk carries gradient at all); the clean commit pass writes detached K/V into the memory. The
+(when the chunk carries gradient at all); the clean commit pass writes detached K/V into the memory. The memory
+follows the layout given (every option: sizes, policy, reference, frames per admission, positions) and
+`run.memory.admit_kv` (`first_pass`: slow memory takes the first denoising pass's K/V, as in streaming). The
 teacher's context for contextual DMD is the student's own memory as it stood for the first target chunk.
 """
 
@@ -52,7 +54,8 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
     b = cond.batch_size
     sigmas = student_sigmas(run.sampler.student_timesteps, run.sampler.shift, run.sampler.num_train_timesteps)
     sigmas = sigmas.to(device)
-    memory = new_memory(run, layout, b, device, admit_kv="clean")  # training commits clean K/V
+    memory = new_memory(run, layout, b, device)
+    first_pass = run.memory.admit_kv == "first_pass"
     shape = (b, c, run.model.in_channels, run.video.latent_height, run.video.latent_width)
     shared_exit = int(torch.randint(len(sigmas), (1,), generator=generator))
 
@@ -78,10 +81,10 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
         with torch.no_grad():
             ctx = memory.context(model, plans)
         inputs = ChunkInputs(prompt_grad if trains else prompt_nograd, temporal, chunk_cond, ctx)
-        x0 = _denoise_to_exit(model, inputs, sigmas, exit_at, shape, noise, trains, run)
+        x0, first_kv = _denoise_to_exit(model, inputs, sigmas, exit_at, shape, noise, trains, run, first_pass)
         with torch.no_grad():
             memory.commit(commit_pass(model, ChunkInputs(prompt_nograd, temporal, chunk_cond, ctx), x0.detach()),
-                          frame_inputs(model, run, x0.detach(), chunk_cond))
+                          frame_inputs(model, run, x0.detach(), chunk_cond), first_kv)
         outputs.append(x0)
         grad_masks.append(torch.full((b, c), trains, dtype=torch.bool, device=device))
         exits.append(exit_at)
@@ -89,17 +92,22 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
 
 
 def _denoise_to_exit(model: CausalVideoDiT, inputs: ChunkInputs, sigmas: Tensor, exit_at: int, shape: tuple,
-                     noise: Callable[[], Tensor], trains: bool, run: RunConfig) -> Tensor:
-    """Few-step sampling that stops at step `exit_at` and returns its x0; only that step records a graph."""
+                     noise: Callable[[], Tensor], trains: bool, run: RunConfig, capture_first_kv: bool = False
+                     ) -> tuple[Tensor, list[tuple[Tensor, Tensor]] | None]:
+    """Few-step sampling that stops at step `exit_at` and returns its x0 (only that step records a graph) and,
+    when `capture_first_kv`, the first pass's detached per-layer K/V (memory.admit_kv = first_pass)."""
     x = noise()
-    x0 = x
+    x0, first_kv = x, None
     for i in range(exit_at + 1):
         level = sigmas[i].expand(shape[:2])
         keep_graph = trains and i == exit_at
+        want_kv = capture_first_kv and i == 0
         with contextlib.nullcontext() if keep_graph else torch.no_grad():
-            v = model(x, timesteps_of(level, run.sampler.num_train_timesteps), inputs.prompt, inputs.temporal,
-                      inputs.cond, context=inputs.context).velocity
-            x0 = x0_from_velocity(x, v, level)
+            out = model(x, timesteps_of(level, run.sampler.num_train_timesteps), inputs.prompt, inputs.temporal,
+                        inputs.cond, context=inputs.context, return_kv=want_kv)
+            x0 = x0_from_velocity(x, out.velocity, level)
+        if want_kv:
+            first_kv = [(k.detach(), v.detach()) for k, v in out.kv]
         if i < exit_at:
             x = add_noise(x0, noise(), sigmas[i + 1])
-    return x0
+    return x0, first_kv

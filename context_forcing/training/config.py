@@ -43,6 +43,8 @@ class ErftConfig:
     p_context: float = 0.9  # otherwise: add a recycled error to the fast context frames
     p_target: float = 0.9  # otherwise: add a recycled error to the clean target before noising
     inject_slow: bool = False  # also perturb slow-memory context frames
+    warmup_steps: int = 0  # no banking or injection before this many updates (a model trained from scratch)
+    replacement: str = "oldest"  # a full group replaces its "oldest" entry, or (SVI) the "nearest" one
 
     def __post_init__(self) -> None:
         _require(self.groups >= 1, f"erft.groups must be >= 1, got {self.groups}")
@@ -50,6 +52,9 @@ class ErftConfig:
         for name in ("p_clean", "p_context", "p_target"):
             value = getattr(self, name)
             _require(0 <= value <= 1, f"erft.{name} must lie in [0, 1], got {value}")
+        _require(self.warmup_steps >= 0, f"erft.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _require(self.replacement in ("oldest", "nearest"),
+                 f"erft.replacement must be 'oldest' or 'nearest', got {self.replacement!r}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,10 @@ class TrainConfig:
     accumulation: int = 8  # micro-steps per update
     seed: int = 0
     checkpoint_every: int = 100
+    keep_checkpoints: int = 0  # older checkpoints beyond the newest N are deleted (0: keep all) ...
+    keep_every: int = 0  # ... except those at multiples of this step (0: none kept for that reason)
+    probe_every: int = 0  # log the stage's probe (teacher: probe-teacher's figures) every N updates (0: never)
+    probe_episodes: int = 8  # eval episodes of that probe
     log_every: int = 1
     ema_decay: float = 0.99
     ema_start: int = 200  # EMA tracks the weights from this update on (before: copies them)
@@ -123,6 +132,9 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": FSDP2 mixed precision (bf16 compute, fp32 gradients and reduction)
     rollout_frames: int = 21  # Stage 1 rollout / teacher and ODE-init target length (whole chunks)
     prompt_dropout: float = 0.1  # teacher: null prompt probability (for CFG)
+    # teacher: noise levels s are drawn uniformly then warped with this shift (0: the sampler's, 5 for every
+    # preset); a smaller shift trains the low-noise end that clean samples (and ODE-init targets) need
+    timestep_shift: float = 0.0
     ode_steps: int = 40  # teacher Euler steps for ODE-init trajectories
     generator: OptimConfig = field(default_factory=OptimConfig)
     critic: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-7, betas=(0.5, 0.95)))
@@ -136,9 +148,14 @@ class TrainConfig:
         for name in ("steps", "batch", "accumulation", "checkpoint_every", "log_every", "rollout_frames",
                      "ode_steps"):
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.probe_every >= 0 and self.probe_episodes >= 1,
+                 f"probe_every must be >= 0 and probe_episodes >= 1, got {self.probe_every}, {self.probe_episodes}")
+        _require(self.keep_checkpoints >= 0 and self.keep_every >= 0,
+                 f"keep_checkpoints and keep_every must be >= 0, got {self.keep_checkpoints}, {self.keep_every}")
         _require(0 <= self.ema_decay < 1, f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         _require(self.ema_start >= 0, f"ema_start must be >= 0, got {self.ema_start}")
         _require(0 <= self.prompt_dropout < 1, f"prompt_dropout must lie in [0, 1), got {self.prompt_dropout}")
+        _require(self.timestep_shift >= 0, f"timestep_shift must be >= 0 (0: the sampler's), got {self.timestep_shift}")
         _require(self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,8 +244,8 @@ def for_preset(stage: str, preset: str) -> TrainConfig:
     if preset == "wan2.1-1.3b":
         return base
     small = replace(
-        base, batch=4, accumulation=1, ema_start=20, checkpoint_every=25, ode_steps=16,
-        erft=replace(base.erft, bank_size=64, groups=10),
+        base, batch=4, accumulation=1, ema_start=20, checkpoint_every=25, ode_steps=16, keep_checkpoints=2,
+        keep_every=500, erft=replace(base.erft, bank_size=64, groups=10, warmup_steps=1000),
         dmd=replace(base.dmd, critic_ratio=2),
     )
     lrs = {"teacher": 3e-4, "ode-init": 1e-4, "stage1": 2e-5, "stage2": 2e-5}
@@ -236,8 +253,11 @@ def for_preset(stage: str, preset: str) -> TrainConfig:
                     critic=replace(small.critic, lr=lrs[stage] * 2))
     if preset == "tiny":
         return replace(small, steps=4, batch=2, checkpoint_every=2, ema_start=1, ode_steps=4, rollout_frames=6,
+                       keep_checkpoints=0, keep_every=0, erft=replace(small.erft, warmup_steps=0),
                        curriculum=CurriculumConfig(n_min=12, n_max_start=12, n_max_end=18, ramp_steps=4,
                                                    target=6),
                        context=replace(small.context, max_slow=4, max_fast=6))
-    return replace(small, rollout_frames=21,
+    # training curves that say whether it learns: the teacher probe (8 episodes) or a 4-episode P1 eval
+    probe = dict(probe_every=250, probe_episodes=8) if stage == "teacher" else dict(probe_every=100, probe_episodes=4)
+    return replace(small, rollout_frames=21, **probe,
                    curriculum=CurriculumConfig(n_min=42, n_max_start=42, n_max_end=84, ramp_steps=300, target=21))

@@ -35,9 +35,8 @@ class PanWorldTrainingData:
         self.episode_frames = episode_frames
         check_panworld_run(run, self.world)
         size = (self.world.frame_height, self.world.frame_width)
-        # render at PanWorld's own size with the panworld token geometry, then downsample
-        self.render_run = replace(run, video=replace(run.video, latent_height=size[0], latent_width=size[1]),
-                                  model=replace(run.model, patch=(1, size[0], 4)))
+        # render at PanWorld's own size, then downsample; positions and masks on the run's own token grid
+        self.render_run = replace(run, video=replace(run.video, latent_height=size[0], latent_width=size[1]))
         self.step = 0
         self._streams: dict[int, PanWorldStream] = {}
 
@@ -46,7 +45,8 @@ class PanWorldTrainingData:
             self._streams[frames] = PanWorldStream(self.world, self.render_run, self.split, self.seed, window=frames,
                                                    batch=self.batch * world_size(), history=(0, 0),
                                                    spatial_positions=self.run.spatial_positions == "world",
-                                                   episode_frames=max(self.episode_frames, frames))
+                                                   episode_frames=max(self.episode_frames, frames),
+                                                   grid=self.run.token_grid)
         return self._streams[frames]
 
     def next_clip(self, frames: int) -> tuple[Tensor, Conditioning]:

@@ -63,6 +63,12 @@ class DmdStage(EmaStage):
         self.ema.update(self.generator, step + 1)
         return metrics
 
+    def probe(self, episodes: int) -> dict[str, float]:
+        """A short P1 eval of the live generator (eval/student_probe.py); draws no training randomness."""
+        from context_forcing.eval.student_probe import probe_student
+
+        return probe_student(self.generator, self.run, self.layout, episodes)
+
     # ---- updates ---------------------------------------------------------------------------------------
 
     def _rollout_shape(self, step: int, random: StepRandom) -> tuple[int, int]:

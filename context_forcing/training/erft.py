@@ -1,9 +1,17 @@
 """Error-Recycling Fine-Tuning (ERFT, Stable Video Infinity, Li et al. 2025) as the context teacher uses it.
 
-The teacher's own per-frame prediction errors are banked by timestep and recycled: added to the fast (and
-optionally slow) context frames and to the clean target before noising, so the teacher learns to continue
-well from drifted, self-generated context. Two kinds of error: "x0" (x0_pred - x0, the data end) and
-"noise" (eps_pred - eps, the noise end).
+The teacher's own per-frame x0 errors are banked by timestep and recycled: added to the fast (and optionally
+slow) context frames and to the clean target before noising, so the teacher learns to continue well from
+drifted, self-generated context. Differences from SVI, for a teacher trained from scratch (docs/TRAINING.md):
+
+- nothing is banked or injected before `erft.warmup_steps` updates (an untrained model's errors are noise);
+- a full group replaces its oldest entry (`erft.replacement`), so stale early errors age out; SVI's
+  "nearest" rule is kept as an option and never evicts the huge early errors;
+- an error is what the model got wrong of what it was asked for: s (v* - v), the x0 error implied by the
+  velocity error, so injected errors do not compound into the banked ones;
+- the target's error comes from the group of the sample's own timestep, the context's from a random group;
+- errors are injected as coherent multi-frame slices: a group stores the frames of one prediction one after
+  another, and a slice is that many consecutive entries.
 """
 
 from __future__ import annotations
@@ -13,19 +21,19 @@ from torch import Tensor
 
 from context_forcing.training.config import ErftConfig
 
-KINDS = ("x0", "noise")
-
 
 class ErrorBank:
-    """Per-frame error banks: `cfg.groups` equal timestep groups of [0, T) x 2 kinds, `cfg.bank_size` each.
+    """Per-frame x0-error banks: `cfg.groups` equal timestep groups of [0, T), up to `cfg.bank_size` each.
 
+    Each group is a ring: entries in insertion order, `_next` the slot the next error goes to once full.
     Buffers live on the CPU and grow on demand (a paper-scale bank is GBs; most runs never fill it).
     """
 
     def __init__(self, cfg: ErftConfig, frame_shape: tuple[int, ...], num_timesteps: int = 1000) -> None:
         self.cfg, self.frame_shape, self.num_timesteps = cfg, tuple(frame_shape), num_timesteps
-        self._buffers: dict[str, list[Tensor]] = {k: [self._empty(0)] * cfg.groups for k in KINDS}
-        self._counts: dict[str, list[int]] = {k: [0] * cfg.groups for k in KINDS}
+        self._buffers: list[Tensor] = [self._empty(0)] * cfg.groups
+        self._counts: list[int] = [0] * cfg.groups
+        self._next: list[int] = [0] * cfg.groups  # ring position of the oldest entry once a group is full
 
     def _empty(self, rows: int) -> Tensor:
         return torch.zeros(rows, *self.frame_shape)
@@ -35,128 +43,125 @@ class ErrorBank:
         g = torch.floor(timesteps.double().cpu() * self.cfg.groups / self.num_timesteps).long()
         return g.clamp(0, self.cfg.groups - 1)
 
-    def count(self, kind: str, group: int) -> int:
-        return self._counts[kind][group]
+    def count(self, group: int) -> int:
+        return self._counts[group]
 
-    def entries(self, kind: str, group: int) -> Tensor:
-        """The stored errors of one (kind, group): (count, *frame_shape), a view."""
-        return self._buffers[kind][group][:self._counts[kind][group]]
+    def entries(self, group: int) -> Tensor:
+        """The stored errors of one group in insertion order (oldest first): (count, *frame_shape)."""
+        n, start = self._counts[group], self._next[group]
+        stored = self._buffers[group][:n]
+        return torch.cat([stored[start:], stored[:start]]) if start else stored
 
-    def add(self, kind: str, errors: Tensor, timesteps: Tensor) -> None:
-        """Bank errors (N, *frame_shape) at timesteps (N,); a full group replaces its nearest entry (SVI)."""
-        if tuple(errors.shape[1:]) != self.frame_shape or kind not in KINDS:
-            raise ValueError(f"erft: expected {KINDS} errors of shape (N, {self.frame_shape}), got {kind!r} "
-                             f"{tuple(errors.shape)}")
+    def add(self, errors: Tensor, timesteps: Tensor) -> None:
+        """Bank errors (N, *frame_shape) at timesteps (N,), in order; a full group replaces per `cfg.replacement`."""
+        if tuple(errors.shape[1:]) != self.frame_shape or errors.shape[0] != timesteps.shape[0]:
+            raise ValueError(f"erft: expected errors (N, {self.frame_shape}) with N timesteps, got "
+                             f"{tuple(errors.shape)} and {tuple(timesteps.shape)}")
         if self.cfg.bank_size == 0:
             return
         errors = errors.detach().to("cpu", torch.float32)
         for error, group in zip(errors, self.group_of(timesteps).tolist()):
-            self._add_one(kind, group, error)
+            self._add_one(group, error)
 
-    def _add_one(self, kind: str, group: int, error: Tensor) -> None:
-        n = self._counts[kind][group]
+    def _add_one(self, group: int, error: Tensor) -> None:
+        n = self._counts[group]
         if n < self.cfg.bank_size:
-            self._reserve(kind, group, n + 1)
-            self._buffers[kind][group][n] = error
-            self._counts[kind][group] = n + 1
+            self._reserve(group, n + 1)
+            self._buffers[group][n] = error
+            self._counts[group] = n + 1
             return
-        # full: replace the nearest stored error (L2), so the bank keeps diverse errors, not just recent ones
-        stored = self._buffers[kind][group]
-        nearest = int(((stored - error) ** 2).flatten(1).sum(1).argmin())
-        stored[nearest] = error
+        stored = self._buffers[group]
+        if self.cfg.replacement == "nearest":  # SVI: keep diverse errors (early ones never leave)
+            stored[int(((stored - error) ** 2).flatten(1).sum(1).argmin())] = error
+            return
+        stored[self._next[group]] = error
+        self._next[group] = (self._next[group] + 1) % n
 
-    def _reserve(self, kind: str, group: int, rows: int) -> None:
+    def _reserve(self, group: int, rows: int) -> None:
         """Grow a buffer geometrically (amortised O(1) appends) up to the bank size."""
-        buffer = self._buffers[kind][group]
+        buffer = self._buffers[group]
         if buffer.shape[0] >= rows:
             return
         grown = self._empty(min(self.cfg.bank_size, max(rows, 2 * buffer.shape[0], 8)))
         grown[:buffer.shape[0]] = buffer
-        self._buffers[kind][group] = grown
+        self._buffers[group] = grown
 
-    def sample(self, kind: str, timesteps: Tensor, generator: torch.Generator) -> Tensor:
-        """One error per timestep (N, *frame_shape): uniform in its group, else in the nearest non-empty one.
+    def nearest_filled(self, group: int) -> int | None:
+        """The filled group nearest to `group` (ties to the lower-noise group), None if the bank is empty."""
+        filled = [g for g in range(self.cfg.groups) if self._counts[g] > 0]
+        return min(filled, key=lambda g: (abs(g - group), g)) if filled else None
 
-        Zeros when the bank of this kind is empty.
-        """
-        out = self._empty(timesteps.shape[0])
-        filled = [g for g in range(self.cfg.groups) if self._counts[kind][g] > 0]
-        if not filled:
-            return out
-        for i, group in enumerate(self.group_of(timesteps).tolist()):
-            source = min(filled, key=lambda g: (abs(g - group), g))  # ties go to the lower-noise group
-            pick = int(torch.randint(self._counts[kind][source], (1,), generator=generator))
-            out[i] = self._buffers[kind][source][pick]
-        return out
+    def sample_slice(self, timestep: float, frames: int, generator: torch.Generator) -> Tensor:
+        """`frames` consecutive errors (frames, *frame_shape) from the group of `timestep` (or the nearest
+        filled one), starting at a uniform entry and wrapping; zeros when the bank is empty."""
+        source = self.nearest_filled(int(self.group_of(torch.tensor([timestep]))[0]))
+        if source is None or frames == 0:
+            return self._empty(frames)
+        entries = self.entries(source)
+        start = int(torch.randint(entries.shape[0], (1,), generator=generator))
+        return entries[(start + torch.arange(frames)) % entries.shape[0]]
+
+    def std(self) -> float:
+        """Standard deviation of all banked errors (0 when empty): the error scale being recycled."""
+        stored = [self.entries(g) for g in range(self.cfg.groups) if self._counts[g]]
+        return float(torch.cat(stored).std()) if stored else 0.0
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Flat dict of tensors for safetensors: `{kind}.counts` (groups,), `{kind}.{g}` per filled group."""
-        state: dict[str, Tensor] = {}
-        for kind in KINDS:
-            state[f"{kind}.counts"] = torch.tensor(self._counts[kind], dtype=torch.long)
-            for g, n in enumerate(self._counts[kind]):
-                if n:
-                    # own storage: safetensors rejects views into a larger buffer shared with others
-                    state[f"{kind}.{g}"] = self.entries(kind, g).clone()
+        """Flat dict of tensors for safetensors: `x0.counts` (groups,), `x0.{g}` per filled group, oldest first."""
+        state: dict[str, Tensor] = {"x0.counts": torch.tensor(self._counts, dtype=torch.long)}
+        for g, n in enumerate(self._counts):
+            if n:
+                state[f"x0.{g}"] = self.entries(g).clone()  # own storage (safetensors rejects shared views)
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore from `state_dict()`; groups and frame shape must match; entries past bank_size drop."""
-        for kind in KINDS:
-            counts = state[f"{kind}.counts"].tolist()
-            if len(counts) != self.cfg.groups:
-                raise ValueError(f"erft bank has {len(counts)} groups, config erft.groups={self.cfg.groups}")
-            for g, n in enumerate(counts):
-                entries = state[f"{kind}.{g}"][:min(n, self.cfg.bank_size)] if n else self._empty(0)
-                if tuple(entries.shape[1:]) != self.frame_shape:
-                    raise ValueError(f"erft bank frames are {tuple(entries.shape[1:])}, "
-                                     f"expected {self.frame_shape}")
-                self._buffers[kind][g] = entries.to("cpu", torch.float32).clone()
-                self._counts[kind][g] = entries.shape[0]
-
-    def nbytes(self) -> int:
-        """Bytes held by the bank buffers (allocated, including reserved growth)."""
-        return sum(b.numel() * b.element_size() for kind in KINDS for b in self._buffers[kind])
+        """Restore from `state_dict()`; groups and frame shape must match; the newest bank_size entries stay."""
+        counts = state["x0.counts"].tolist()
+        if len(counts) != self.cfg.groups:
+            raise ValueError(f"erft bank has {len(counts)} groups, config erft.groups={self.cfg.groups}")
+        for g, n in enumerate(counts):
+            entries = state[f"x0.{g}"][max(0, n - self.cfg.bank_size):n] if n else self._empty(0)
+            if tuple(entries.shape[1:]) != self.frame_shape:
+                raise ValueError(f"erft bank frames are {tuple(entries.shape[1:])}, expected {self.frame_shape}")
+            self._buffers[g] = entries.to("cpu", torch.float32).clone()
+            self._counts[g] = entries.shape[0]
+            self._next[g] = 0
 
 
-def inject(context: Tensor, context_mask: Tensor | tuple[Tensor, Tensor], target: Tensor, bank: ErrorBank,
-           cfg: ErftConfig, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, int]]:
+def banked_error(x_t: Tensor, v: Tensor, v_target: Tensor, sigma: Tensor) -> Tensor:
+    """The x0 error s (v* - v) of a velocity prediction: what the model got wrong of what it was asked."""
+    s = sigma.reshape(*sigma.shape, *([1] * (v.ndim - sigma.ndim))).to(v.dtype)
+    return s * (v_target - v)
+
+
+def inject(context: Tensor, allowed: Tensor, target: Tensor, target_t: Tensor, bank: ErrorBank, cfg: ErftConfig,
+           generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, int]]:
     """ERFT injection (SVI): recycled x0 errors added to context (B, n, ...) and clean target (B, T, ...).
 
-    context_mask is a (B, n) bool of the frames that may be perturbed, or a (fast, slow) pair of (B, n) bools
-    from which cfg.inject_slow decides. Per sample: with p_clean nothing; otherwise, independently, the
-    allowed context frames with p_context and all target frames with p_target. Errors are drawn per frame
-    from one random timestep group per sample. Returns (context', target', counts for logging).
+    allowed (B, n) marks the context frames that may be perturbed; target_t (B,) the target's timesteps. Per
+    sample: with p_clean nothing; otherwise, independently, the allowed context frames with p_context (a slice
+    from a random group) and all target frames with p_target (a slice from the group of target_t).
+    Returns (context', target', counts for logging).
     """
-    allowed = _allowed_frames(context_mask, cfg).to(context.device)
+    allowed = allowed.bool().to(context.device)
     b = target.shape[0]
     draws = torch.rand(b, 3, generator=generator)  # (B, 3): clean?, context?, target?
     active = draws[:, 0] >= cfg.p_clean
-    hit_context = (active & (draws[:, 1] < cfg.p_context)).to(context.device)
-    hit_target = (active & (draws[:, 2] < cfg.p_target)).to(target.device)
-    t = torch.randint(bank.num_timesteps, (b,), generator=generator)  # (B,) whose group supplies the errors
-    context_frames = allowed & hit_context[:, None]  # (B, n)
-    target_frames = hit_target[:, None].expand(target.shape[:2])  # (B, T)
+    hit_context = active & (draws[:, 1] < cfg.p_context)
+    hit_target = active & (draws[:, 2] < cfg.p_target)
+    context_t = torch.randint(bank.num_timesteps, (b,), generator=generator)  # (B,) whose group perturbs context
+    context_frames = allowed & hit_context[:, None].to(context.device)  # (B, n)
     info = {"clean": int((~active).sum()), "context": int(hit_context.sum()), "target": int(hit_target.sum()),
-            "context_frames": int(context_frames.sum()), "target_frames": int(target_frames.sum())}
+            "context_frames": int(context_frames.sum()), "target_frames": int(hit_target.sum()) * target.shape[1]}
     if cfg.bank_size == 0:  # ERFT disabled: decisions are drawn (same generator stream), nothing is added
         return context, target, info
-    return (_add_errors(context, context_frames, t, bank, generator),
-            _add_errors(target, target_frames, t, bank, generator), info)
-
-
-def _allowed_frames(context_mask: Tensor | tuple[Tensor, Tensor], cfg: ErftConfig) -> Tensor:
-    if isinstance(context_mask, Tensor):
-        return context_mask.bool()
-    fast, slow = context_mask
-    return fast.bool() | slow.bool() if cfg.inject_slow else fast.bool()
-
-
-def _add_errors(latents: Tensor, frames: Tensor, t: Tensor, bank: ErrorBank,
-                generator: torch.Generator) -> Tensor:
-    """latents (B, F, ...) plus a recycled x0 error on each selected frame of frames (B, F); out of place."""
-    rows, cols = frames.nonzero(as_tuple=True)
-    if rows.numel() == 0:
-        return latents
-    errors = bank.sample("x0", t[rows.cpu()], generator)  # (N, C, H, W) on the CPU
-    return latents.index_put((rows, cols), errors.to(latents.device, latents.dtype), accumulate=True)
+    context, target = context.clone(), target.clone()
+    for i in range(b):
+        rows = context_frames[i].nonzero().flatten()
+        if rows.numel():
+            errors = bank.sample_slice(float(context_t[i]), rows.numel(), generator)
+            context[i, rows] += errors.to(context.device, context.dtype)
+        if hit_target[i]:
+            errors = bank.sample_slice(float(target_t[i]), target.shape[1], generator)
+            target[i] += errors.to(target.device, target.dtype)
+    return context, target, info

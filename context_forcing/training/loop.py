@@ -38,8 +38,8 @@ from context_forcing.training.config import TrainConfig
 from context_forcing.training.distributed import (barrier_and_destroy, full_on_main, init_distributed,
                                                   load_full_state, mean_over_processes, shard_optimizer_state)
 from context_forcing.training.run_dir import (LOOP_FILE, METRICS_FILE, STATE_DIR, TB_DIR, checkpoint_dir,
-                                              is_main, latest_step, remove_partial_files, truncate_metrics,
-                                              write_configs)
+                                              is_main, latest_step, prune_checkpoints, remove_partial_files,
+                                              truncate_metrics, write_configs)
 from context_forcing.training.stage import Stage
 
 TENSOR_REF = "__tensor__"  # marks a tensor's place in extra.json; the tensor itself is in extra.safetensors
@@ -94,13 +94,19 @@ def run_training(run_dir: str | Path, run: RunConfig, train: TrainConfig, stage:
         write_configs(run_dir, run, train)  # after resume: a continued run records its new `steps`
     with MetricsLog(run_dir, start, train.log_every) as log, _progress_bar(train, start, progress) as bar:
         for step in range(start, train.steps):
-            metrics = mean_over_processes(stage.train_step(step))  # `step` updates done before this one
+            metrics = stage.train_step(step)  # `step` updates done before this one
+            probe = getattr(stage, "probe", None)
+            if train.probe_every and (step + 1) % train.probe_every == 0 and probe is not None:
+                metrics.update({f"probe_{k}": v for k, v in probe(train.probe_episodes).items()})
+            metrics = mean_over_processes(metrics)
             log.write(step + 1, metrics)
             bar.update(1)
             if "loss" in metrics:
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4g}", refresh=False)
             if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
                 save_training_checkpoint(run_dir, run, stage, step + 1)
+                if is_main():
+                    prune_checkpoints(run_dir, train.keep_checkpoints, train.keep_every)
     return train.steps
 
 

@@ -1,9 +1,12 @@
 """ODE init: the few-step student regresses the teacher's multi-step trajectories (CausVid / Self Forcing init).
 
-For a context drawn by the context sampler and a target of whole chunks, the teacher integrates the flow ODE
-with CFG from noise, on a grid that passes through the student's noise levels; the student then sees the
-trajectory state at each of its levels, chunk by chunk, with a context made of the clean context frames and
-the earlier target chunks (committed through the chunk step), and regresses the trajectory's end point x0.
+The student streams a real history (the first H frames of a PanWorld episode, H random in whole chunks) into
+its Slow-Fast Memory through a `StreamingSession`, exactly as generation builds it (DESIGN.md section 7,
+"Learnability rules"): admission, eviction and bounded positions are the layout's. The teacher sees what that
+memory holds at the first target chunk (sink + slow + fast, as in contextual DMD) and integrates the flow ODE
+with CFG from noise for the target (whole chunks), on a grid through the student's noise levels. Each target
+chunk is then denoised by the student at the memory's planned positions against its planned context, at every
+student level regressing the trajectory's end point x0; the clean chunk is committed before the next one.
 """
 
 from __future__ import annotations
@@ -11,25 +14,50 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from context_forcing.conditioning import Conditioning
 from context_forcing.config import RunConfig
 from context_forcing.diffusion.samplers import guided
 from context_forcing.diffusion.schedule import student_sigmas, timesteps_of, x0_from_velocity
-from context_forcing.memory.context_sampler import sample_context
+from context_forcing.memory.layout import parse_layout
 from context_forcing.model.dit import CausalVideoDiT
-from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
+from context_forcing.rollout.session import StreamingSession
+from context_forcing.rollout.teacher import TeacherInputs, memory_teacher_context, teacher_inputs
 from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.distributed import local_samples
 from context_forcing.training.ema import EMA
 from context_forcing.training.randomness import DrawCounter
 
+MIN_INTERVAL_STEPS = 2  # Euler steps every interval of the ODE grid gets at least
 
-def ode_grid(student_levels: Tensor, steps: int) -> Tensor:
-    """Euler grid from 1 to 0 that contains every student level: `steps` split evenly over the intervals."""
-    anchors = torch.cat([student_levels, student_levels.new_zeros(1)])
-    per = max(1, steps // (len(anchors) - 1))
-    parts = [torch.linspace(float(a), float(b), per + 1)[:-1] for a, b in zip(anchors[:-1], anchors[1:])]
-    return torch.cat(parts + [anchors.new_zeros(1)])
+
+def ode_grid(student_levels: Tensor, steps: int, min_steps: int = MIN_INTERVAL_STEPS) -> Tensor:
+    """Euler grid from 1 to 0 through every student level: `min_steps` per interval, the rest by width.
+
+    The intervals are (1 ->) level 0 -> level 1 -> ... -> last level -> 0. Each gets `min_steps` Euler steps;
+    the other `steps - min_steps * intervals` go to the intervals in proportion to their width in sigma
+    (largest remainder, ties to the lower-noise interval), uniform in sigma inside each. The shift-5 levels
+    (1, 0.94, 0.83, 0.625) leave 5/8 of the path below the last level, so an even split per interval would
+    give the low-noise end, where the detail of x0 is integrated, a quarter of the steps.
+    Total: max(steps, min_steps * intervals). Deterministic: a pure function of its arguments.
+    """
+    levels = [float(s) for s in student_levels]
+    anchors = ([1.0] if levels[0] < 1.0 else []) + levels + [0.0]  # the trajectory starts from pure noise
+    widths = [a - b for a, b in zip(anchors[:-1], anchors[1:])]
+    counts = _apportion(widths, max(steps - min_steps * len(widths), 0))
+    parts = [torch.linspace(a, b, min_steps + k + 1)[:-1]  # k extra steps from a toward b
+             for a, b, k in zip(anchors[:-1], anchors[1:], counts)]
+    return torch.cat(parts + [torch.zeros(1)])
+
+
+def _apportion(widths: list[float], total: int) -> list[int]:
+    """`total` integers in proportion to `widths` (largest remainder; ties go to the later entry)."""
+    quotas = [total * w / sum(widths) for w in widths]
+    counts = [int(q) for q in quotas]
+    order = sorted(range(len(widths)), key=lambda i: (counts[i] - quotas[i], -i))  # largest remainder first
+    for i in order[:total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 @torch.no_grad()
@@ -60,6 +88,7 @@ class OdeInitStage(EmaStage):
         self.run, self.train, self.data = run, train, data
         self.student, self.teacher = student.train(), frozen(teacher)
         self.trained = self.student
+        self.layout = parse_layout(run.memory.layout, run.chunk)  # the memory streaming will run with
         self.opt = adamw(student, train.generator)
         self.ema = EMA(student, train.ema_decay, train.ema_start)
         self.random = DrawCounter(train.seed, local_samples(train.batch))
@@ -67,6 +96,10 @@ class OdeInitStage(EmaStage):
         self.levels = student_sigmas(run.sampler.student_timesteps, run.sampler.shift,
                                      run.sampler.num_train_timesteps).to(self.device)
         self.grid = ode_grid(self.levels.cpu(), train.ode_steps).to(self.device)
+        # history long enough that slow memory fills: max_slow admissions at the layout's admission spacing
+        policy = self.layout.policy
+        spacing = policy.every if policy.kind == "uniform" else 2  # candidates per admission (similarity: ~1.3)
+        self.max_history = train.rollout_frames + self.layout.chunk * spacing * (self.layout.slow + 1)
 
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"student": self.student}
@@ -77,63 +110,62 @@ class OdeInitStage(EmaStage):
     def train_step(self, step: int) -> dict[str, float]:
         return self._update(step, self.opt, self.train.generator.clip)
 
+    def _history_frames(self, random) -> int:
+        """Real frames streamed into the student's memory before the target: whole chunks, uniform in
+        [0, max_history] (long enough for slow memory to fill under sparse admission)."""
+        chunks = self.max_history // self.run.chunk
+        return self.run.chunk * int(torch.randint(0, chunks + 1, (1,), generator=random.shared))
+
     def _micro_step(self) -> float:
         c, random = self.run.chunk, self.random.next()
         target = c * int(torch.randint(1, self.train.rollout_frames // c + 1, (1,), generator=random.shared))
-        history = self.train.rollout_frames + 6 * self.train.context.max_slow
-        latents, cond = self.data.next_clip(history + target)
-        latents, cond = latents.to(self.device), cond.to(self.device)
-        choice = sample_context(history, self.train.context, c, random.shared)  # one context shape for the batch
-        frames = list(choice.frames)
-        b = latents.shape[0]
-        valid = torch.ones(b, len(frames), dtype=torch.bool, device=self.device)
-        inputs = teacher_inputs(latents[:, frames], valid, cond.frames(torch.tensor(frames, dtype=torch.long).expand(b, -1)),
-                                latents[:, history:], cond.frames(slice(history, None)))
+        history = self._history_frames(random)
+        latents, cond = self.data.next_clip(self.max_history + self.train.rollout_frames)  # one stream
+        latents, cond = latents[:, :history + target].to(self.device), cond.frames(slice(0, history + target))
+        cond = cond.to(self.device)
+        # the student streams the real history into its Slow-Fast Memory exactly as generation does; the
+        # teacher sees what that memory holds at the first target chunk (as in contextual DMD)
+        session = StreamingSession(self.student, self.run, cond, layout=self.layout)
+        if history:
+            session.prefill(latents[:, :history])
+        target_cond = cond.frames(slice(history, None))
+        context = memory_teacher_context(session.memory, session.memory.plan(), cond)
+        if context is None:
+            empty = torch.zeros(latents.shape[0], 0, dtype=torch.bool, device=self.device)
+            inputs = teacher_inputs(latents[:, :0], empty, target_cond.frames(slice(0, 0)), latents[:, history:],
+                                    target_cond)
+        else:
+            inputs = teacher_inputs(*context, latents[:, history:], target_cond)
         noise = random.randn(target, *inputs.latents.shape[2:]).to(self.device)
         states, x0 = teacher_trajectory(self.teacher, inputs, noise, self.grid, self.levels, self.train.dmd.guidance,
                                         self.run.sampler.num_train_timesteps)
-        loss = self._regress(inputs, states, x0)
+        loss = self._regress(session, cond, history, states, x0)
         (loss / self.train.accumulation).backward()
         return float(loss.detach())
 
-    def _regress(self, inputs: TeacherInputs, states: list[Tensor], x0: Tensor) -> Tensor:
-        """Student chunk steps at each level against clean context + earlier target chunks; MSE to x0."""
-        c, n = self.run.chunk, inputs.num_context
-        clean = inputs.with_target(x0)  # (B, n + T, ...): the committed frames the student sees
-        prompt = self.student.encode_prompt(inputs.cond)
-        with torch.no_grad():
-            total = clean.shape[1]
-            kv = self.student(clean, torch.zeros(clean.shape[:2], device=self.device), prompt, inputs.temporal,
-                              inputs.cond, frame_mask=_commit_mask(n, total, c, self.device), return_kv=True).kv
+    def _regress(self, session: StreamingSession, cond: Conditioning, history: int, states: list[Tensor],
+                 x0: Tensor) -> Tensor:
+        """Chunk steps against the student's streaming memory at every level; MSE of the student's x0 to x0.
+
+        session: the student's session after streaming the `history` real frames; cond covers those and the
+        target's frames; states: the trajectory (B, T, C, H, W) at each student level; x0 its end point.
+        """
+        c = self.run.chunk
+        prompt = self.student.encode_prompt(cond)  # with gradient, unlike the session's own
         losses = []
-        for start in range(n, clean.shape[1], c):
-            context = _prefix_context(self.student, kv, inputs, start, self.run)
-            chunk = slice(start, start + c)
+        for start in range(0, x0.shape[1], c):
+            plans = session.memory.plan()
+            with torch.no_grad():
+                memory_context = session.memory.context(self.student, plans)  # detached, as in the rollouts
+            temporal = torch.tensor([p.chunk_positions for p in plans], dtype=torch.float32,
+                                    device=self.device)  # (B, c) bounded plan positions
+            chunk_cond = cond.frames(slice(history + start, history + start + c))
             for level, state in zip(self.levels, states):
-                x = state[:, start - n:start - n + c]
+                x = state[:, start:start + c]
                 sigma = level.expand(x.shape[:2])
-                v = self.student(x, timesteps_of(sigma, self.run.sampler.num_train_timesteps), prompt,
-                                 inputs.temporal[:, chunk], inputs.cond.frames(chunk), context=context).velocity
-                losses.append((x0_from_velocity(x, v, sigma) - x0[:, start - n:start - n + c]).square().mean())
+                t = timesteps_of(sigma, self.run.sampler.num_train_timesteps)
+                v = self.student(x, t, prompt, temporal, chunk_cond, context=memory_context).velocity
+                losses.append((x0_from_velocity(x, v, sigma) - x0[:, start:start + c]).square().mean())
+            if start + c < x0.shape[1]:  # commit the clean chunk as streaming commits its output
+                session.prefill(x0[:, start:start + c])
         return torch.stack(losses).mean()
-
-
-def _commit_mask(context: int, total: int, chunk: int, device: torch.device) -> Tensor:
-    """Commit structure of [context | target]: the context as chunk-causal blocks from its start, then the target
-    chunks, each seeing everything before it and itself."""
-    blocks = torch.cat([torch.arange(context, device=device) // chunk,
-                        (context + chunk - 1) // chunk + torch.arange(total - context, device=device) // chunk])
-    return (blocks[None, :] <= blocks[:, None])[None]
-
-
-def _prefix_context(model: CausalVideoDiT, kv: list[tuple[Tensor, Tensor]], inputs: TeacherInputs, end: int,
-                    run: RunConfig):
-    """AttentionContext of the first `end` frames of a committed sequence (None when end == 0)."""
-    if end == 0:
-        return None
-    lf = run.tokens_per_frame
-    keys = torch.stack([k[:, :end * lf] for k, _ in kv]).unflatten(2, (end, lf))
-    values = torch.stack([v[:, :end * lf] for _, v in kv]).unflatten(2, (end, lf))
-    b = keys.shape[1]
-    spatial = model.spatial_positions(inputs.cond.frames(slice(0, end)), b, end, run.token_grid, keys.device)
-    return model.prepare_context(keys, values, inputs.temporal[:, :end], spatial)

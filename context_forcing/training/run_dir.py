@@ -29,7 +29,9 @@ CHECKPOINTS_DIR = "checkpoints"
 TB_DIR = "tb"
 STATE_DIR = "training_state"
 LOOP_FILE = "loop.json"
-RESUMABLE_KEYS = ("steps",)  # may grow between invocations: continue a finished run for longer
+RESUMABLE_KEYS = ("steps", "keep_checkpoints", "keep_every", "probe_every", "probe_episodes")  # may change between
+# invocations: `steps` may grow (continue a finished run for longer); which old checkpoints stay on disk and what
+# is probed for the log do not change the trajectory
 
 
 def is_main() -> bool:
@@ -89,6 +91,25 @@ def latest_step(run_dir: Path) -> int:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{checkpoint}: no readable {STATE_DIR}/{LOOP_FILE} ({error}); "
                               f"cannot resume") from None
+
+
+def prune_checkpoints(run_dir: Path, keep: int, keep_every: int) -> list[Path]:
+    """Delete checkpoints older than the newest `keep` (0: none deleted), sparing multiples of `keep_every`
+    and whatever `latest` points at; returns the deleted directories."""
+    if keep == 0:
+        return []
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    steps = sorted(int(p.name.split("-")[1]) for p in root.glob("step-[0-9]*") if p.name[5:].isdigit())
+    pointer = Path(run_dir) / LATEST_FILE
+    latest = (Path(run_dir) / pointer.read_text().strip()).resolve() if pointer.is_file() else None
+    removed = []
+    for step in steps[:-keep]:
+        path = checkpoint_dir(run_dir, step)
+        if (keep_every and step % keep_every == 0) or path.resolve() == latest:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def truncate_metrics(path: Path, step: int) -> bool:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import RunConfig
-from context_forcing.diffusion.schedule import add_noise, noise_from_velocity, shift_sigma, x0_from_velocity
+from context_forcing.diffusion.schedule import add_noise, shift_sigma, velocity_target
 from context_forcing.distill.dmd import flow_matching_loss
 from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
@@ -24,7 +24,7 @@ from context_forcing.training.common import EmaStage, TrainingData, adamw
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.distributed import gather_samples, local_samples
 from context_forcing.training.ema import EMA
-from context_forcing.training.erft import ErrorBank, inject
+from context_forcing.training.erft import ErrorBank, banked_error, inject
 from context_forcing.training.randomness import DrawCounter, StepRandom
 
 
@@ -89,7 +89,33 @@ class TeacherStage(EmaStage):
         self.bank.load_state_dict(state["erft"])
 
     def train_step(self, step: int) -> dict[str, float]:
-        return self._update(step, self.opt, self.train.generator.clip)
+        self._errors: list[float] = []
+        metrics = self._update(step, self.opt, self.train.generator.clip)
+        metrics["erft_bank_std"] = self.bank.std()  # the error scale being recycled ...
+        if self._errors:  # ... next to the model's current one (both 0 before the ERFT warm-up ends)
+            metrics["erft_error_std"] = sum(self._errors) / len(self._errors)
+        return metrics
+
+    def probe(self, episodes: int) -> dict[str, float]:
+        """probe-teacher's figures for the current (raw) weights on fixed eval episodes; touches no RNG state."""
+        from context_forcing.eval.teacher_probe import build_probe_set, probe_teacher
+
+        if getattr(self, "_probe_set", None) is None or self._probe_set.target.shape[0] != episodes:
+            self._probe_set = build_probe_set(self.run, episodes)
+        try:
+            return probe_teacher(self.model, self.run, self._probe_set, sample_steps=10)
+        finally:
+            self.model.train()
+
+    def _erft_active(self) -> bool:
+        return self.random.step >= self.train.erft.warmup_steps
+
+    def _history_frames(self, random: StepRandom) -> int:
+        """Real frames before the target, whole chunks, uniform in [0, rollout_frames + slow_every * max_slow]:
+        targets sample every part of the early episode, not one fixed frame."""
+        most = (self.train.rollout_frames + self.train.context.slow_every * self.train.context.max_slow)
+        chunks = most // self.run.chunk
+        return self.run.chunk * int(torch.randint(0, chunks + 1, (1,), generator=random.shared))
 
     def _target_frames(self, random: StepRandom) -> int:
         """Target length in whole chunks, uniform in [1 chunk, rollout_frames] like the paper's 21-latent targets."""
@@ -99,15 +125,18 @@ class TeacherStage(EmaStage):
     def _micro_step(self) -> float:
         random = self.random.next()
         target = self._target_frames(random)
-        history = self.train.rollout_frames + 6 * self.train.context.max_slow  # room for a sparse slow memory
-        latents, cond = self.data.next_clip(history + target)
-        latents, cond = latents.to(self.device), cond.to(self.device)
+        history = self._history_frames(random)
+        longest = self.train.rollout_frames + self.train.context.slow_every * self.train.context.max_slow
+        latents, cond = self.data.next_clip(longest + self.train.rollout_frames)  # one clip length: one stream
+        latents, cond = latents[:, :history + target].to(self.device), cond.frames(slice(0, history + target))
+        cond = cond.to(self.device)
         inputs, fast, slow = sample_teacher_batch(latents, cond, target, self.train, self.run.chunk, random.samples)
         clean = inputs.latents[:, inputs.num_context:]
-        context, perturbed = self._inject(inputs.latents[:, :inputs.num_context], fast | slow if
-                                          self.train.erft.inject_slow else fast, clean, random)
-        sigma = shift_sigma(random.rand(), self.run.sampler.shift).float().to(self.device)
+        shift = self.train.timestep_shift or self.run.sampler.shift
+        sigma = shift_sigma(random.rand(), shift).float().to(self.device)
         t = sigma * self.run.sampler.num_train_timesteps
+        allowed = fast | slow if self.train.erft.inject_slow else fast
+        context, perturbed = self._inject(inputs.latents[:, :inputs.num_context], allowed, clean, t, random)
         noise = random.randn(*clean.shape[1:]).to(self.device)
         x_t = add_noise(perturbed, noise, sigma[:, None])
         drop = random.rand() < self.train.prompt_dropout
@@ -117,25 +146,27 @@ class TeacherStage(EmaStage):
                        frame_mask=inputs.frame_mask).velocity[:, inputs.num_context:]
         loss = flow_matching_loss(v, clean, noise)  # toward the clean target: the teacher corrects recycled errors
         (loss / self.train.accumulation).backward()
-        self._recycle(v.detach(), x_t, clean, noise, sigma, t)
+        if self._erft_active():
+            self._recycle(v.detach(), x_t, velocity_target(clean, noise), sigma, t)
         return float(loss.detach())
 
-    def _inject(self, context: Tensor, allowed: Tensor, clean: Tensor, random: StepRandom) -> tuple[Tensor, Tensor]:
-        """ERFT injection, sample by sample with each sample's own generator."""
-        parts = [inject(context[i:i + 1], allowed[i:i + 1], clean[i:i + 1], self.bank, self.train.erft, g)[:2]
-                 for i, g in enumerate(random.samples)]
+    def _inject(self, context: Tensor, allowed: Tensor, clean: Tensor, t: Tensor, random: StepRandom
+                ) -> tuple[Tensor, Tensor]:
+        """ERFT injection, sample by sample with each sample's own generator (none during the warm-up)."""
+        if not self._erft_active():
+            return context, clean
+        parts = [inject(context[i:i + 1], allowed[i:i + 1], clean[i:i + 1], t[i:i + 1], self.bank,
+                        self.train.erft, g)[:2] for i, g in enumerate(random.samples)]
         return torch.cat([c for c, _ in parts]), torch.cat([x for _, x in parts])
 
-    def _recycle(self, v: Tensor, x_t: Tensor, clean: Tensor, noise: Tensor, sigma: Tensor, t: Tensor) -> None:
-        """Bank this prediction's per-frame errors at both ends (x0 and noise), grouped by timestep; every
+    def _recycle(self, v: Tensor, x_t: Tensor, v_target: Tensor, sigma: Tensor, t: Tensor) -> None:
+        """Bank this prediction's per-frame x0 errors s (v* - v), grouped by timestep, frames in order; every
         process banks the errors of the whole global batch, in global order, so banks agree across processes."""
-        s = sigma[:, None]
-        frames = clean.shape[1]
+        frames = v.shape[1]
         per_frame_t = gather_samples(t[:, None].expand(-1, frames).contiguous()).reshape(-1)
-        x0_error = gather_samples(x0_from_velocity(x_t, v, s) - clean).flatten(0, 1)
-        noise_error = gather_samples(noise_from_velocity(x_t, v, s) - noise).flatten(0, 1)
-        self.bank.add("x0", x0_error, per_frame_t)
-        self.bank.add("noise", noise_error, per_frame_t)
+        errors = gather_samples(banked_error(x_t, v, v_target, sigma[:, None])).flatten(0, 1)
+        self._errors.append(float(errors.std()))
+        self.bank.add(errors, per_frame_t)
 
 
 def _drop_prompts(cond: Conditioning, drop: Tensor) -> Conditioning:

@@ -17,7 +17,8 @@ from context_forcing.presets import get_preset
 
 
 def _args(tmp_path, *extra):
-    return ["generate", "--preset", "tiny", "--seconds", "3", "--out", str(tmp_path / "v.mp4"), *extra]
+    weights = [] if "--checkpoint" in extra else ["--random-weights"]  # tiny ships no trained model
+    return ["generate", "--preset", "tiny", "--seconds", "3", "--out", str(tmp_path / "v.mp4"), *weights, *extra]
 
 
 BAD = [
@@ -33,6 +34,8 @@ BAD = [
     (["--fps", "-1"], "--fps: got -1.0"),
     (["--checkpoint", "/nonexistent/ckpt"], "--checkpoint: /nonexistent/ckpt: no such checkpoint or run directory"),
     (["--preset", "wan2.1-1.3b"], "--preset: 'wan2.1-1.3b' needs the wan-vae codec"),
+    (["--prefill-seconds", "-1"], "--prefill-seconds: got -1.0"),
+    (["--prefill-seconds", "0.5"], "--prefill-seconds: got 0.5; must cover at least one chunk"),
 ]
 
 
@@ -46,9 +49,9 @@ def test_bad_arguments_exit_2_with_one_line_and_no_output(tmp_path, capsys, extr
 
 def test_unwritable_and_wrong_suffix_outputs(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    assert main(["generate", "--preset", "tiny", "--seconds", "1", "--out", str(tmp_path / "file" / "v.mp4")]) == 2
+    assert main(_args(tmp_path, "--seconds", "1", "--out", str(tmp_path / "file" / "v.mp4"))) == 2
     assert "--out:" in capsys.readouterr().err
-    assert main(["generate", "--preset", "tiny", "--seconds", "1", "--out", str(tmp_path / "v.avi")]) == 2
+    assert main(_args(tmp_path, "--seconds", "1", "--out", str(tmp_path / "v.avi"))) == 2
     assert "--out: got" in capsys.readouterr().err
     assert main(_args(tmp_path, "--report", str(tmp_path))) == 2
     assert "--report:" in capsys.readouterr().err
@@ -84,14 +87,39 @@ def test_generate_tiny_end_to_end_with_checkpoint(tmp_path, capsys):
 def test_side_by_side_shows_the_panworld_ground_truth(tmp_path):
     from context_forcing.data.episodes import ground_truth_pixels, panworld_episodes
 
-    assert main(["generate", "--preset", "tiny", "--seconds", "1.5", "--seed", "1000005", "--out",
-                 str(tmp_path / "v.mp4"), "--side-by-side", "--batch", "2"]) == 0
+    assert main(_args(tmp_path, "--seconds", "1.5", "--seed", "1000005", "--side-by-side", "--batch", "2")) == 0
     video = read_mp4(tmp_path / "v.mp4")
     assert video.shape == (6, 8, 32, 3)  # per sample: generated | truth, samples side by side
     run = get_preset("tiny")
     episodes = panworld_episodes(run, 1000005, 2, 6)
     assert torch.equal(video[:, :, 8:16], ground_truth_pixels(run, episodes[0], 0, 6))
     assert torch.equal(video[:, :, 24:32], ground_truth_pixels(run, episodes[1], 0, 6))
+
+
+def test_without_weights_or_a_shipped_model_it_asks_for_one(tmp_path, capsys):
+    out = str(tmp_path / "v.mp4")
+    assert main(["generate", "--preset", "tiny", "--seconds", "1", "--out", out]) == 2
+    assert "preset 'tiny' ships no trained model; pass --checkpoint DIR or --random-weights" in capsys.readouterr().err
+    assert main(["generate", "--preset", "tiny", "--seconds", "1", "--out", out, "--random-weights",
+                 "--checkpoint", str(tmp_path)]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prefill_commits_the_ground_truth_opening_and_the_report_names_the_weights(tmp_path, capsys):
+    from context_forcing.data.episodes import ground_truth_pixels, panworld_episodes
+
+    report = tmp_path / "r.json"
+    assert main(_args(tmp_path, "--seconds", "1.5", "--seed", "1000007", "--prefill-seconds", "1.6",
+                      "--report", str(report))) == 0
+    video = read_mp4(tmp_path / "v.mp4")
+    assert video.shape == (12, 8, 8, 3)  # 6 prefilled (1.6 s -> 6 frames, whole chunks) + 6 generated
+    episode = panworld_episodes(get_preset("tiny"), 1000007, 1, 12)[0]  # the episode generate conditions on
+    assert torch.equal(video[:6], ground_truth_pixels(get_preset("tiny"), episode, 0, 6))
+    assert not torch.equal(video[6:], ground_truth_pixels(get_preset("tiny"), episode, 6, 12))  # random weights
+    data = json.loads(report.read_text())
+    assert data["checkpoint"] == "random" and data["prefill_frames"] == 6 and data["latent_frames"] == 12
+    assert "random weights" in capsys.readouterr().err
 
 
 def test_console_script_exit_status(tmp_path):

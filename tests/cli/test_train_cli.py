@@ -91,6 +91,9 @@ BAD = [
     (["--threads", "0"], "teacher", "--threads: got 0"),
     (["--init", "/nonexistent/ckpt"], "teacher", "--init: /nonexistent/ckpt: no such checkpoint or run"),
     (["--teacher", "/nonexistent/ckpt"], "stage1", "--teacher: /nonexistent/ckpt: no such checkpoint"),
+    (["--memory", "window-20"], "stage1", "--memory: bad memory layout 'window-20' (chunk 3)"),
+    (["--memory", "sink3-window18:uniform4"], "stage2", "needs a layout with a slow part"),
+    (["--memory", "window-21"], "teacher", "--memory: the teacher does not stream with a memory"),
 ]
 
 
@@ -156,11 +159,36 @@ def test_resume_with_a_different_config_is_rejected_naming_the_keys(tmp_path, ca
     assert "generator.lr (saved 0.0003, now 0.5)" in err and "checkpoint_every" in err
     assert " steps " not in err
     assert main(["train", "teacher", "--preset", "panworld", "--run-dir", str(run_dir), "--steps", "2"]) == 2
-    assert "config.json model.dim (saved 32, now 256)" in capsys.readouterr().err
+    assert "config.json model.dim (saved 48, now 384)" in capsys.readouterr().err
     assert main(_args(run_dir, stage="stage1")) == 2  # another stage in the same run directory
     assert "train_config.json stage (saved 'teacher', now 'stage1')" in capsys.readouterr().err
     assert main([*_args(run_dir), "--steps", "1"]) == 2  # a run cannot shrink below its checkpoint
     assert "--steps: got 1;" in capsys.readouterr().err
+    assert _snapshot(run_dir) == files and len(registry) == calls
+
+
+def test_memory_flag_is_recorded_in_config_json_and_checkpoints(tmp_path, registry):
+    run_dir = tmp_path / "run"
+    assert main(_args(run_dir, "--memory", "sink3-slow12-fast6:uniform4", stage="stage2")) == 0
+    canonical = "sink3-slow12-fast6:uniform4:bounded"
+    assert json.loads((run_dir / "config.json").read_text())["memory"]["layout"] == canonical
+    checkpoint = run_dir / "checkpoints" / "step-000002" / "config.json"
+    assert json.loads(checkpoint.read_text())["memory"]["layout"] == canonical
+    # the same layout under another spelling resumes (the canonical name is what is compared)
+    assert main(_args(run_dir, "--memory", "sink3-slow12-fast6:bounded:uniform4", "--steps", "3",
+                      stage="stage2")) == 0
+    assert json.loads((run_dir / "train_config.json").read_text())["steps"] == 3
+
+
+def test_resume_with_a_different_memory_is_rejected_naming_memory_layout(tmp_path, capsys, registry):
+    run_dir = tmp_path / "run"
+    assert main(_args(run_dir, "--memory", "window-21:absolute", stage="stage1")) == 0
+    files, calls = _snapshot(run_dir), len(registry)
+    capsys.readouterr()
+    for other in (["--memory", "window-21:bounded"], []):  # another layout, or the preset's default
+        assert main(_args(run_dir, *other, "--steps", "3", stage="stage1")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "config.json memory.layout (saved 'window-21:absolute', now '" in err
     assert _snapshot(run_dir) == files and len(registry) == calls
 
 

@@ -97,7 +97,25 @@ def test_every_episode_meets_the_revisit_constraints(seed, frames, mode):
 
 def test_reference_length_uses_the_full_constraints():
     cons = revisit_constraints(CFG, 256)
-    assert (cons.mid_gap, cons.long_gap, cons.recall_before) == (24, 96, 64)
+    assert (cons.mid_gap, cons.long_gap, cons.recall_before, cons.far) == (24, 96, 64, None)
+    assert revisit_constraints(CFG, 511).far is None and revisit_constraints(CFG, 512).far == (192, 384)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2 * SEED_RANGES["eval"][0]), mode=st.sampled_from(["token", "subtoken"]))
+def test_128_s_episodes_revisit_a_column_after_192_to_383_frames(seed, mode):
+    frames = 512 + seed % 3  # 128 s, padded to whole chunks of up to 3
+    labels = sample_episode(replace(CFG, camera_mode=mode), seed, frames).labels()
+    gap, t = labels.gap, np.arange(frames)[:, None]
+    assert ((gap >= 192) & (gap < 384) & (t - gap < frames // 4)).any()  # last seen in P1's prefill
+
+
+def test_the_far_revisit_leaves_shorter_episodes_as_they_were():
+    without = replace(CFG, far_frames=1_000_000)  # the sampler before the 192-384 frame revisit existed
+    for seed, frames in [(1_000_000, 258), (1_000_004, 258), (1_000_004, 511), (1_000_004, 513)]:
+        same = np.array_equal(sample_episode(CFG, seed, frames).camera_x,
+                              sample_episode(without, seed, frames).camera_x)
+        assert same == (frames < 512)  # seed 1000004's first 128 s path had no such revisit: resampled
 
 
 def test_sampling_terminates_for_every_length_up_to_300():

@@ -54,7 +54,11 @@ def test_eval_and_table_commands_write_reports_plots_and_a_table(tmp_path, capsy
                  [str(report), str(report), "--out", str(table), "--plot", str(tmp_path / "a.png")])
     assert run_table_command(args) == 0
     lines = table.read_text().splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| oracle:sink3-window18 |") and lines[2].count("|") == 14
+    # 16 s episodes (64 frames) measure the bins 4-16 and 16-48 whole: 2 + 10 columns
+    assert len(lines) == 4 and lines[2].startswith("| oracle:sink3-window18 |") and lines[2].count("|") == 13
+    assert "M1 16-48 | ECL s" in lines[0] and lines[0].endswith("| drift: sharpness first / last 16 s |")
+    assert data["drift_summary"]["p2"]["first_seconds"] == [0.0, 8.0]  # 16 s rollouts: halves
+    assert isinstance(data["drift_within_interval"], bool)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -98,6 +102,29 @@ def test_eval_rejects_bad_outputs_and_checkpoints(tmp_path):
         run_eval_command(parse(add_eval_arguments,
                                ["--model", str(tiny), "--report", str(tmp_path / "r.json")]))
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_table_joins_reports_of_different_lengths_and_shows_drift():
+    from context_forcing.eval.table import markdown_table
+
+    def cell(score):
+        return {"all": {"score": score, "interval": [score, score]}}
+
+    def drift(last, within):
+        sharp = {"first": 1.0, "last": last, "within_interval": within}
+        return {"measures": {"sharpness_ratio": sharp, "colour": {"within_interval": True}}}
+
+    short = {"model": "a", "revisit_by_gap": {"m1": {"4-16": cell(0.9), "96-192": cell(0.8)}},
+             "drift_summary": {"p2": drift(0.99, True)}}
+    long = {"model": "b", "revisit_by_gap": {"m1": {"4-16": cell(0.9), "96-192": cell(0.7),
+                                                    "192-384": cell(0.4)}},
+            "drift_summary": {"p1": drift(0.5, False)}}
+    head, _, a, b, old = markdown_table([short, long, {"model": "c"}]).splitlines()
+    assert "M1 96-192 | M1 192-384 | ECL s" in head and "M1 16-48" not in head
+    assert a.split(" | ")[3] == "-"  # a 64 s report has no 72 s bin
+    assert b.split(" | ")[3] == "0.40 [0.40, 0.40]"
+    assert a.endswith("| 1.00 / 0.99 |") and b.endswith("| 1.00 / 0.50 drift: sharpness_ratio |")
+    assert old.endswith("| - |")  # reports from before the drift summary
 
 
 def test_table_rejects_a_file_that_is_not_a_report(tmp_path):

@@ -15,6 +15,11 @@ def cases():
     return make_cases(range(1_000_000, 1_000_003), seconds=24)
 
 
+@pytest.fixture(scope="module")
+def long_cases():
+    return make_cases(range(1_000_000, 1_000_003), seconds=40)  # 160 frames: 16 s segments apart
+
+
 def frozen(case, protocol):
     """P1: the last prefix frame held; P2: the first frame held."""
     video = case.truth.copy()
@@ -68,3 +73,26 @@ def test_drift_grows_when_frames_degrade(cases):
     assert mae == sorted(mae) and mae[-1] > 5 * mae[0]
     same = dynamics.drift_windows(case.truth, case.truth, 0, 96)
     assert all(w["mae"] == 0 and w["histogram"] == 0 for w in same)
+
+
+def test_a_rollout_whose_last_16_s_fade_to_grey_reads_as_drift(long_cases):
+    videos = []
+    for case in long_cases:
+        video = case.truth.astype(np.float64)
+        fade = np.zeros(len(video))
+        fade[case.frames - 64:case.frames] = np.linspace(0.0, 1.0, 64)  # the last 16 s fade to grey
+        videos.append(np.round(video * (1 - fade[:, None, None, None]) + 128 * fade[:, None, None, None])
+                      .astype(np.uint8))
+    report = score_videos(long_cases, {"p2": videos}, draws=200)
+    summary = report["drift_summary"]["p2"]
+    assert report["drift_within_interval"] is False and not summary["drift_within_interval"]
+    assert summary["first_seconds"] == [0.0, 16.0] and summary["last_seconds"] == [24.0, 40.0]
+    sharp = summary["measures"]["sharpness_ratio"]
+    assert sharp["first"] == 1.0 and sharp["last"] < 0.6 and not sharp["within_interval"]
+    assert not summary["measures"]["colour"]["within_interval"]
+
+
+def test_drift_segments_never_overlap():
+    assert dynamics.drift_segments(63, 256) == ((63, 127), (192, 256))
+    assert dynamics.drift_segments(0, 40) == ((0, 20), (20, 40))  # shorter than 32 s: halves
+    assert dynamics.drift_segments(5, 6) is None

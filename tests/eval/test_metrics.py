@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from context_forcing.eval.metrics import (RevisitSums, bootstrap_weights, column_errors, difference_interval,
-                                          effective_context_length, pooled_score, score_table)
+from context_forcing.eval.metrics import (BIN_NAMES, RevisitSums, bootstrap_weights, column_errors,
+                                          difference_interval, effective_context_length, measured_bins,
+                                          pooled_score, score_table)
 
 
 def curve(*scores):
-    return dict(zip(("4-16", "16-48", "48-96", "96-192"), scores))
+    return dict(zip(("4-16", "16-48", "48-96", "96-192", "192-384"), scores))
 
 
 @pytest.mark.parametrize("scores,expected", [
@@ -30,10 +31,21 @@ def curve(*scores):
     (curve(1.0, None, 0.0, None), (10.25, False)),
     # nothing measured: the curve is the single point (0 s, 1.0)
     (curve(None, None, None, None), (0.0, True)),
+    # 128 s episodes add 192-384 frames (72 s): never below 0.5 -> 72 s, a lower bound
+    (curve(0.9, 0.8, 0.7, 0.6, 0.5), (72.0, True)),
+    # from 0.7 at 36 s to 0.3 at 72 s: below 0.5 half way, at 54 s
+    (curve(1.0, 1.0, 0.9, 0.7, 0.3), (54.0, False)),
 ])
 def test_ecl_on_hand_made_curves(scores, expected):
     seconds, lower = effective_context_length(scores)
     assert seconds == pytest.approx(expected[0]) and lower == expected[1]
+
+
+@pytest.mark.parametrize("seconds, last", [(8, "4-16"), (24, "48-96"), (64, "96-192"), (95.75, "96-192"),
+                                           (96, "192-384"), (128, "192-384")])
+def test_episodes_measure_the_gap_bins_they_hold_whole(seconds, last):
+    names = [f"{lo}-{hi}" for lo, hi in measured_bins(int(seconds * 4))]
+    assert names == list(BIN_NAMES[:BIN_NAMES.index(last) + 1])  # 64 s keeps its four bins; 128 s adds one
 
 
 def sums(model, chance, count):

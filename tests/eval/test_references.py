@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from context_forcing.eval.cases import make_cases
-from context_forcing.eval.references import oracle_layout, oracle_plan, reference_videos, restorable_summary
-from context_forcing.eval.scoring import score_videos
+from context_forcing.eval.metrics import RevisitSums, bootstrap_weights
+from context_forcing.eval.references import (oracle_layout, oracle_plan, oracle_video, reference_videos,
+                                             restorable_summary)
+from context_forcing.eval.revisits import m1_sums, m2_sums
+from context_forcing.eval.scoring import revisit_tables, score_videos
 from context_forcing.memory.layout import parse_layout
 from context_forcing.memory.plan import simulate
 
@@ -19,6 +22,11 @@ SEEDS = range(1_000_000, 1_000_004)
 @pytest.fixture(scope="module")
 def long_cases():
     return make_cases(SEEDS, seconds=64)  # 256 frames: P1 prefix 63, revisits up to 96-192 frames
+
+
+@pytest.fixture(scope="module")
+def longest_cases():
+    return make_cases(range(1_000_002, 1_000_005), seconds=128)  # 512 frames; seed 1000004 was resampled
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +56,24 @@ def test_ground_truth_scores_one_and_its_ecl_is_a_lower_bound_of_at_least_20_s(l
     assert r["retrieval_signal"]["score"] == 0.0  # new content is ground truth too
     assert r["fidelity"]["p1"]["passes"] and r["motion"]["passes"]
     assert r["resets"]["p1"]["count"] == 0 and r["cycles"]["p2"]["count"] == 0
+    # 64 s episodes cannot hold gaps of 192-384 frames whole: that bin is left out, as before it existed
+    assert list(r["revisit_by_gap"]["m1"]) == ["4-16", "16-48", "48-96", "96-192"]
+    # drift: ground truth's first and last 16 s match the truth exactly, a reading of "no drift"
+    assert r["drift_within_interval"] is True
+    for protocol in ("p1", "p2"):
+        summary = r["drift_summary"][protocol]
+        assert summary["drift_within_interval"] and summary["last_seconds"] == [48.0, 64.0]
+        assert summary["measures"]["sharpness_ratio"]["first_interval"] == [1.0, 1.0]
+
+
+def test_128_s_episodes_measure_192_384_frame_gaps_in_every_episode(longest_cases):
+    weights = bootstrap_weights(len(longest_cases), 100, 0)
+    for sums_of in (lambda c: m1_sums(c, c.truth), lambda c: m2_sums(c, c.truth)):
+        sums = RevisitSums.stack([sums_of(c) for c in longest_cases])
+        assert (sums.count[:, sums.column("192-384/all")] > 0).all()  # the sampler's guarantee, in M1 and M2
+        by_gap, ecl, _ = revisit_tables(sums, weights)
+        assert list(by_gap)[-1] == "192-384" and by_gap["192-384"]["all"]["score"] == 1.0
+        assert ecl["all"] == {"seconds": 72.0, "lower_bound": True}  # ground truth reaches the 72 s centre
 
 
 def test_chance_scores_about_zero_on_m1_but_high_on_m2(long_cases):
@@ -98,6 +124,13 @@ def test_oracle_extremes(short_cases):
     assert report("oracle:window-3", short_cases, ("p1",))["restorable_fraction"] == 0.0
     full = report("oracle:full", short_cases, ("p1",))
     assert full["restorable_fraction"] == 1.0 and full["m1_memory_critical"]["score"] == 1.0
+
+
+def test_the_full_oracle_free_rollout_is_ground_truth(short_cases):
+    # P2: the oracle invents the truth on first sight and keeps it for the rest of the chunk (no flicker)
+    for case in short_cases[:2]:
+        video = oracle_video(case, oracle_plan(case, oracle_layout("oracle:full")), "p2")
+        np.testing.assert_array_equal(video[:case.frames], case.truth[:case.frames])
 
 
 def test_the_oracle_replays_the_memory_planner(short_cases):

@@ -135,4 +135,4 @@ def test_analytic_flops_match_torch_counter_outside_attention(run, model):
     p = run.text.prompt_len
     expected = forward_flops(run.model, b, f, tokens, ctx, p) - attention_flops(run.model, b, f, tokens, ctx, p)
     assert counter.get_total_flops() == expected
-    assert attention_flops(run.model, b, f, tokens, ctx, p) == b * 2 * 4 * 12 * (36 + 4) * 32
+    assert attention_flops(run.model, b, f, tokens, ctx, p) == b * 2 * 4 * 12 * (36 + 4) * 48  # 2 layers, width 48

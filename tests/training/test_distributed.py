@@ -161,7 +161,8 @@ def test_one_process_group_shards_exactly_and_computes_bf16_on_request(run):
         torch.testing.assert_close(velocity(fp32), expected, rtol=0, atol=0)
         low = velocity(bf16)
         assert low.dtype == torch.bfloat16 and not torch.equal(low.float(), expected)
-        torch.testing.assert_close(low.float(), expected, rtol=0.05, atol=0.05)
+        scale = float(expected.detach().abs().max())  # bf16 keeps ~3 significant digits through 2 layers
+        torch.testing.assert_close(low.float(), expected, rtol=0.05, atol=0.03 * scale)
 
         state = full_on_main(fp32.state_dict())
         assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())

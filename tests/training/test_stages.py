@@ -1,4 +1,4 @@
-"""Every stage runs on `tiny`; stage-specific pieces (ODE grid, commit mask, ERFT recycling, curriculum)."""
+"""Every stage runs on `tiny`; stage-specific pieces (ODE grid, ERFT recycling, curriculum)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from context_forcing.diffusion.schedule import student_sigmas
 from context_forcing.model.checkpoint import save_checkpoint
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.training.config import for_preset
-from context_forcing.training.ode_stage import _commit_mask, ode_grid
+from context_forcing.training.ode_stage import ode_grid
 from context_forcing.training.stages import build_stage
 
 
@@ -75,8 +75,27 @@ def test_ode_grid_passes_through_every_student_level():
     assert len(grid) == 17
 
 
-def test_commit_mask_is_chunk_causal_over_context_then_target():
-    mask = _commit_mask(context=5, total=11, chunk=3, device="cpu")[0]
-    # context blocks [0,1,2] [3,4]; target blocks [5,6,7] [8,9,10]
-    assert mask[4, 3] and not mask[2, 3] and mask[3, 4]
-    assert mask[5, 4] and mask[5, 7] and not mask[5, 8] and mask[10, 0]
+def test_teacher_banks_nothing_during_the_erft_warmup(run):
+    from dataclasses import replace
+
+    train = for_preset("teacher", "tiny")
+    stage = build_stage("teacher", run, replace(train, erft=replace(train.erft, warmup_steps=2)), None, None)
+    for step in range(2):
+        metrics = stage.train_step(step)
+        assert metrics["erft_bank_std"] == 0.0 and "erft_error_std" not in metrics
+    metrics = stage.train_step(2)
+    assert metrics["erft_bank_std"] > 0 and metrics["erft_error_std"] > 0
+
+
+def test_teacher_targets_start_at_many_episode_frames(run):
+    from context_forcing.training.randomness import DrawCounter
+
+    stage = build_stage("teacher", run, for_preset("teacher", "tiny"), None, None)
+    counter = DrawCounter(0, range(1))
+    starts = set()
+    for step in range(30):
+        counter.start(step)
+        history = stage._history_frames(counter.next())
+        assert history % run.chunk == 0
+        starts.add(history)
+    assert len(starts) >= 4 and 0 in starts or len(starts) >= 5

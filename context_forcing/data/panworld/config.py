@@ -105,6 +105,10 @@ class PanWorldConfig:
     mid_gap: int = 24
     min_returns: int = 2  # separate returns (runs of frames) with a gap > mid_gap
     long_gap: int = 96
+    # episodes of at least far_frames frames (128 s) must also hold a revisit with gap in [far_gap, 2 far_gap)
+    # (the eval's 192-384 bin) of a column last seen before the P1 prefix ends; shorter ones are unaffected
+    far_gap: int = 192
+    far_frames: int = 512
     p1_fraction: float = 0.25  # a long-gap revisit must recall a column last seen before this share of frames
     reference_frames: int = 256
     min_constrained_frames: int = 32  # shorter episodes are accepted unconstrained
@@ -174,6 +178,9 @@ class PanWorldConfig:
         _range("min_returns", self.min_returns, 0, 100)
         _range("long_gap", self.long_gap, 1, 100_000)
         _ordered("mid_gap", "long_gap", self)
+        _range("far_gap", self.far_gap, 1, 100_000)
+        _ordered("long_gap", "far_gap", self)
+        _range("far_frames", self.far_frames, 1, 1_000_000)
         _range("p1_fraction", self.p1_fraction, 0.0, 1.0)
         _range("reference_frames", self.reference_frames, 1, 100_000)
         _range("min_constrained_frames", self.min_constrained_frames, 1, 100_000)

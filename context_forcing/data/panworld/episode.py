@@ -30,9 +30,10 @@ class RevisitConstraints:
 
     returns: >= min_returns separate runs of frames showing a column with gap > mid_gap;
     long: a column with gap > long_gap that was last seen before frame recall_before (so P1, prefilled up
-    to recall_before, meets a long gap); after_sink: a column with gap > mid_gap outside the sink;
-    state change inside [change_lo, change_hi]; occlusion: the subject is hidden, and fully visible both
-    before and after.
+    to recall_before, meets a long gap); far (None: no such constraint): the same with a gap in
+    [far[0], far[1]) (episodes of at least far_frames frames); after_sink: a column with gap > mid_gap
+    outside the sink; state change inside [change_lo, change_hi]; occlusion: the subject is hidden, and fully
+    visible both before and after.
     """
 
     active: bool
@@ -43,10 +44,12 @@ class RevisitConstraints:
     change_lo: int
     change_hi: int
     occlusion: bool
+    far: tuple[int, int] | None = None
 
 
 def revisit_constraints(cfg: PanWorldConfig, frames: int) -> RevisitConstraints:
-    """The constraints at `frames`: the config's gaps at reference_frames, scaled down linearly below it."""
+    """The constraints at `frames`: the config's gaps at reference_frames, scaled down linearly below it; the
+    far revisit (not scaled) from far_frames on, so shorter episodes are sampled as before it existed."""
     scale = min(1.0, frames / cfg.reference_frames)
     mid = max(1, int(cfg.mid_gap * scale))
     # A subtoken camera covers ~token_width times fewer px per frame, so it needs as many more frames.
@@ -56,7 +59,8 @@ def revisit_constraints(cfg: PanWorldConfig, frames: int) -> RevisitConstraints:
     return RevisitConstraints(
         active=active, mid_gap=mid, long_gap=max(mid, int(cfg.long_gap * scale)), min_returns=cfg.min_returns,
         recall_before=max(1, int(frames * cfg.p1_fraction)), change_lo=lo, change_hi=hi,
-        occlusion=frames >= cfg.occlusion_min_frames)
+        occlusion=frames >= cfg.occlusion_min_frames,
+        far=(cfg.far_gap, 2 * cfg.far_gap) if active and frames >= cfg.far_frames else None)
 
 
 def meets_revisit_constraints(cons: RevisitConstraints, gap: np.ndarray, sink: np.ndarray) -> bool:
@@ -68,7 +72,10 @@ def meets_revisit_constraints(cons: RevisitConstraints, gap: np.ndarray, sink: n
     runs = int(returning[0]) + int((returning[1:] & ~returning[:-1]).sum())
     recalled = (gap > cons.long_gap) & (t - gap < cons.recall_before)
     after_sink = (gap > cons.mid_gap) & ~sink
-    return runs >= cons.min_returns and bool(recalled.any()) and bool(after_sink.any())
+    far = True
+    if cons.far is not None:
+        far = bool(((gap >= cons.far[0]) & (gap < cons.far[1]) & (t - gap < cons.recall_before)).any())
+    return runs >= cons.min_returns and bool(recalled.any()) and bool(after_sink.any()) and far
 
 
 def occluded_between_visible(visibility: np.ndarray) -> bool:

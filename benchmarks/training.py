@@ -1,0 +1,226 @@
+"""Training throughput of the four stages at the panworld preset, against the machine's matmul peak.
+
+Prints exactly one JSON document on stdout (progress on stderr). A few minutes with one thread:
+    .venv/bin/python benchmarks/training.py --threads 1 [--stages teacher stage1] [--steps 3]
+Each stage is built by the `train` command's registry (`build_stage`) with its default panworld config
+(`for_preset(stage, "panworld")`: batch 4, no accumulation, 21-frame rollouts / targets, ODE grid of 16 teacher
+steps, 2 critic updates per generator update). Distillation stages load a random-weight teacher from a temporary
+checkpoint; the student (and the critic) start as copies of it, as in `make train-panworld` without `--init`.
+Random weights: speed does not depend on them, but the head gets random (not zero) weights so rollouts are not
+degenerate. Timed: `stage.train_step(step)` alone (one warm-up step, then `--steps` steps; data rendering
+included, checkpoints and logs excluded); steps draw different lengths, so the achieved rate is total FLOPs
+over total time, next to the median step time. The matmul peak (benchmarks/streaming.py's, same thread count)
+is read before and after the stages and the better read is used.
+
+A busy machine: `cpu_s_per_wall_s` below the thread count says other processes took the cores during the timed
+steps. The `*_cpu_time` figures then time both the steps and the peak's matmuls by process CPU time / threads
+instead of wall time, the better estimate of an undisturbed run with one thread (a co-runner on the same
+physical core still slows both; with several threads, spinning OpenMP workers inflate CPU time).
+
+FLOP counting (analytic, `context_forcing/model/flops.py`, as benchmarks/streaming.py): a forward pre-hook on
+every network counts each call's `forward_flops` from its actual shapes (batch, query frames, context frames of
+an AttentionContext, prompt length; attention dense over all keys, as SDPA computes it), and a hook on the text
+embedding counts `prompt_flops` per `encode_prompt`. A call made with gradients enabled on a network with
+trainable parameters is backpropagated, and counts 3x (forward + backward for inputs and weights); every other
+call (frozen networks, no-grad rollout steps, commit passes) counts 1x. Optimiser, EMA, norms, RoPE, the
+memory's bookkeeping and data rendering count 0: they are the overhead the peak fraction exposes.
+
+Forwards per update (B = 4; sequences are [context | target] teacher-style forwards with a frame mask):
+- teacher: one trained forward over context (0..21 sampled sink/slow/fast frames) + target (3..21 frames).
+- ode-init: the student streams a real history (random length) into its memory (one no-grad commit forward per
+  chunk); the frozen teacher integrates 16 Euler steps with CFG (2 no-grad forwards each) over [memory context |
+  target (3..21 frames)]; then per target chunk, one trained student forward per student level (4) against the
+  memory, and a no-grad commit forward of the clean chunk before the next.
+- stage1 / stage2: per critic update (2), a no-grad student rollout (per chunk: up to 4 denoising forwards and
+  one commit forward, against the memory) and one trained critic forward over [memory context | target]; per
+  generator update, a student rollout whose exit-step forwards of the target chunks are trained, two frozen
+  teacher forwards (CFG) and one no-grad critic forward. Stage 1 rolls out 21 frames (all target, empty teacher
+  context); stage 2 rolls out N ~ U{42..n_max(step)} frames, the last 21 the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from context_forcing.conditioning import Conditioning
+from context_forcing.config import RunConfig
+from context_forcing.model.checkpoint import save_checkpoint
+from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.model.flops import forward_flops, prompt_flops
+from context_forcing.presets import get_preset
+from context_forcing.training.config import STAGES, for_preset
+from context_forcing.training.data import build_training_data
+from context_forcing.training.stage import Stage
+from context_forcing.training.stages import build_stage
+from streaming import matmul_peak_gflops  # benchmarks/ is sys.path[0] when this file runs as a script
+
+PRESET = "panworld"
+_FORWARD = inspect.signature(CausalVideoDiT.forward)
+
+
+class FlopMeter:
+    """Analytic FLOPs of every forward of the hooked networks, split by network and by trained / not trained."""
+
+    def __init__(self, run: RunConfig) -> None:
+        self.run = run
+        self.counts: dict[str, dict[str, float]] = {}
+        self.handles: list[Any] = []
+
+    def attach(self, name: str, model: CausalVideoDiT) -> None:
+        self.handles.append(model.register_forward_pre_hook(
+            lambda module, args, kwargs: self._forward(name, module, args, kwargs), with_kwargs=True))
+        self.handles.append(model.text_embedding.register_forward_pre_hook(
+            lambda module, args: self._add(name, model, prompt_flops(self.run.model, *args[0].shape[:2]))))
+
+    def _forward(self, name: str, model: CausalVideoDiT, args: tuple, kwargs: dict) -> None:
+        call = _FORWARD.bind(model, *args, **kwargs).arguments
+        x, context = call["x"], call.get("context")
+        lf = self.run.tokens_per_frame
+        context_frames = context.length // lf if context is not None else 0
+        prompt_len = call["prompt"].keys[0].shape[2]
+        self._add(name, model, forward_flops(self.run.model, x.shape[0], x.shape[1], lf, context_frames, prompt_len),
+                  call=True)
+
+    def _add(self, name: str, model: nn.Module, flops: int, call: bool = False) -> None:
+        trained = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
+        kind = "trained" if trained else "no_grad"
+        entry = self.counts.setdefault(name, {"trained_calls": 0, "trained_gflop": 0.0, "no_grad_calls": 0,
+                                              "no_grad_gflop": 0.0})
+        entry[f"{kind}_calls"] += int(call)
+        entry[f"{kind}_gflop"] += flops / 1e9  # forward FLOPs; `step_flops` weights trained ones 3x
+
+    def step_flops(self) -> float:
+        return 1e9 * sum(3 * c["trained_gflop"] + c["no_grad_gflop"] for c in self.counts.values())
+
+    def reset(self) -> None:
+        self.counts = {}
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+class TimedData:
+    """The stage's training data with the wall time of each draw recorded (rendering is part of a step)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data, self.seconds = data, 0.0
+
+    def next_clip(self, frames: int) -> tuple[Tensor, Conditioning]:
+        tic = time.perf_counter()
+        try:
+            return self.data.next_clip(frames)
+        finally:
+            self.seconds += time.perf_counter() - tic
+
+    def next_conditioning(self, frames: int) -> Conditioning:
+        return self.next_clip(frames)[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.data.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.data.load_state_dict(state)
+
+
+def random_teacher(run: RunConfig, directory: Path) -> Path:
+    """A checkpoint of random weights; the zero-initialised output head gets random weights too."""
+    model = CausalVideoDiT(run.model, run.text)
+    nn.init.normal_(model.head.head.weight, std=0.02)  # a zero head ignores the network (x0 = c_skip x)
+    return save_checkpoint(directory / "teacher", run, model.state_dict())
+
+
+def stage_networks(stage: Stage) -> dict[str, nn.Module]:
+    """The stage's trained networks plus its frozen teacher, when it has one."""
+    teacher = getattr(stage, "teacher", None)  # the teacher stage trains its network: it is in networks()
+    return {**stage.networks(), **({"teacher": teacher} if teacher is not None else {})}
+
+
+def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int) -> dict:
+    """Median step time, FLOPs per step and achieved rate of `steps` updates after one warm-up update."""
+    train = for_preset(name, PRESET)
+    data = TimedData(build_training_data(run, train))
+    stage = build_stage(name, run, train, init=None, teacher=None if name == "teacher" else str(teacher), data=data)
+    meter = FlopMeter(run)
+    for net_name, model in stage_networks(stage).items():
+        meter.attach(net_name, model)
+    stage.train_step(0)  # warm-up: first-call allocations, optimiser state, kernel selection
+    times, flops, data_s, counts = [], [], [], []
+    cpu = time.process_time()
+    for step in range(1, steps + 1):
+        meter.reset()
+        data.seconds = 0.0
+        tic = time.perf_counter()
+        stage.train_step(step)
+        times.append(time.perf_counter() - tic)
+        flops.append(meter.step_flops())
+        data_s.append(data.seconds)
+        counts.append(meter.counts)
+        print(f"{name} step {step}: {times[-1]:.2f} s, {flops[-1] / 1e9:.1f} GFLOP", file=sys.stderr)
+    cpu = time.process_time() - cpu
+    meter.detach()
+    return {
+        "batch": train.batch,
+        "accumulation": train.accumulation,
+        "step_s_median": round(statistics.median(times), 3),
+        "step_s": [round(t, 3) for t in times],
+        "gflop_per_step": [round(f / 1e9, 2) for f in flops],
+        "data_s_median": round(statistics.median(data_s), 3),
+        "achieved_gflops": round(sum(flops) / sum(times) / 1e9, 2),
+        "cpu_s_per_wall_s": round(cpu / sum(times), 3),  # below the thread count: the process was descheduled
+        "achieved_gflops_cpu_time": round(sum(flops) / (cpu / torch.get_num_threads()) / 1e9, 2),
+        "forwards_last_step": {k: {f: round(v, 2) for f, v in c.items()} for k, c in counts[-1].items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--steps", type=int, default=3, help="timed updates per stage, after one warm-up update")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the peak is measured with them)")
+    args = parser.parse_args()
+    if args.steps < 1 or args.threads < 1:
+        parser.error("--steps and --threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    run = get_preset(PRESET)
+    peaks = [matmul_peak_gflops()]
+    print(f"matmul peak {peaks[0]:.1f} GFLOP/s with {torch.get_num_threads()} threads", file=sys.stderr)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = random_teacher(run, Path(tmp))
+        for name in args.stages:
+            results[name] = bench_stage(name, run, teacher, args.steps)
+    peaks.append(matmul_peak_gflops())  # the peak is the machine's: the better of two reads is the less disturbed
+    peak = max(peaks)
+    peak_cpu = matmul_peak_gflops(clock=time.process_time) * torch.get_num_threads()  # CPU s / threads
+    for result in results.values():
+        result["peak_fraction"] = round(result["achieved_gflops"] / peak, 3)
+        result["peak_fraction_cpu_time"] = round(result["achieved_gflops_cpu_time"] / peak_cpu, 3)
+    out = {
+        "preset": PRESET,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_peak_gflops": round(peak, 2),
+        "matmul_peak_gflops_before_after": [round(p, 2) for p in peaks],
+        "matmul_peak_gflops_cpu_time": round(peak_cpu, 2),
+        "timed_steps": args.steps,
+        "stages": results,
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

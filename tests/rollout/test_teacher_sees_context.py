@@ -1,0 +1,44 @@
+"""The teacher forward built by `teacher_inputs` lets every target frame see every real context frame and no
+padding frame: a target blind to its context (or reading padding) must fail here."""
+
+from __future__ import annotations
+
+import torch
+
+from conftest import make_cond, make_latents
+from context_forcing.rollout.teacher import teacher_inputs
+
+N, T = 6, 3  # context frames (sink 3 + fast 3, say), target frames
+
+
+def _target_velocity(model, latents, valid, cond) -> torch.Tensor:
+    """Velocity of the target frames of [context | target] at target timestep 600."""
+    inputs = teacher_inputs(latents[:, :N], valid, cond.frames(slice(0, N)), latents[:, N:],
+                            cond.frames(slice(N, None)))
+    t = inputs.timesteps(torch.tensor([600.0, 600.0]))
+    with torch.no_grad():
+        out = model(inputs.latents, t, model.encode_prompt(cond), inputs.temporal, inputs.cond,
+                    frame_mask=inputs.frame_mask).velocity
+    return out[:, N:]
+
+
+def test_each_context_frame_reaches_the_target_and_padding_does_not(run, model):
+    # `model`: tiny preset, every parameter random (the output head too), so outputs depend on inputs
+    cond = make_cond(run, 2, N + T)
+    latents = make_latents(run, 2, N + T)
+    valid = torch.tensor([[True] * N, [True] * 4 + [False] * 2])  # sample 1: 4 real frames, then padding
+    base = _target_velocity(model, latents, valid, cond)
+    assert base.abs().mean() > 0.1
+    for frame in range(N):  # every real context frame, sink to fast, changes what the target predicts
+        changed = latents.clone()
+        changed[0, frame] = -changed[0, frame]
+        moved = (_target_velocity(model, changed, valid, cond) - base).abs()
+        assert moved[0].max() > 1e-2, f"target does not see context frame {frame}"
+        torch.testing.assert_close(moved[1], torch.zeros_like(moved[1]), rtol=0, atol=0)  # other sample
+    for frame in (1, 3):
+        changed = latents.clone()
+        changed[1, frame] += 1.0
+        assert (_target_velocity(model, changed, valid, cond)[1] - base[1]).abs().max() > 1e-2
+    padded = latents.clone()
+    padded[1, 4:N] = 10 * torch.randn_like(padded[1, 4:N])  # padding frames: whatever they hold, unseen
+    torch.testing.assert_close(_target_velocity(model, padded, valid, cond), base, rtol=0, atol=1e-6)
