@@ -72,6 +72,12 @@ def _add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     from context_forcing.eval.probe_command import add_probe_arguments
 
     add_probe_arguments(commands.add_parser("probe-teacher", help="does a teacher checkpoint use its context?"))
+    curves = commands.add_parser("curves", help="training curves of run directories as one PNG")
+    curves.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (their metrics.jsonl)")
+    curves.add_argument("--keys", default="loss,probe_gap_closed",
+                        help="comma-separated metric names, one panel each (default: loss,probe_gap_closed)")
+    curves.add_argument("--out", required=True, help="PNG to write (atomically)")
+    curves.add_argument("--window", type=int, default=50, help="moving-mean window of per-update metrics")
 
 
 def _add_world_parser(commands: argparse._SubParsersAction) -> None:
@@ -127,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from context_forcing.eval.command import run_eval_command, run_table_command
 
             return (run_eval_command if args.command == "eval" else run_table_command)(args)
+        if args.command == "curves":
+            return _run_curves(args)
         if args.command == "probe-teacher":
             from context_forcing.eval.probe_command import run_probe_command
 
@@ -136,6 +144,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _run_curves(args: argparse.Namespace) -> int:
+    from context_forcing.io.files import check_writable
+    from context_forcing.training.curves import plot_curves
+
+    if not args.out.endswith(".png"):
+        raise UsageError(f"--out: got {args.out!r}; must be a file name ending in .png")
+    _check_outputs([("--out", args.out, ".png")], check_writable)
+    window = _positive_int("--window", args.window)
+    keys = [k for k in args.keys.split(",") if k]
+    if not keys:
+        raise UsageError(f"--keys: got {args.keys!r}; name at least one metric")
+    print(f"wrote {plot_curves(args.runs, keys, args.out, window)}", file=sys.stderr)
+    return 0
 
 
 def _generate_request(args: argparse.Namespace, request_type: type):

@@ -21,7 +21,7 @@ def tiny() -> RunConfig:
 
 
 def panworld() -> RunConfig:
-    """PanWorld benchmark size: 32x32 RGB, vertical-strip tokens (1, 32, 4) -> 8 tokens per frame, ~7.7 M params.
+    """PanWorld benchmark size: 32x32 RGB, vertical-strip tokens (1, 32, 4) -> 8 tokens per frame, 10.0 M params.
 
     A 4 px camera move is a whole token, so remembered content is a token copy, and spatial RoPE positions carry
     each token's world column, so the copy is attention at relative position 0 (benchmarks.md, Learnability).

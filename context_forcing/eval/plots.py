@@ -68,7 +68,8 @@ def plot_revisits(results: list[dict], path: str | Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("gap since last seen (s)")
     axes[0].set_ylabel("revisit score (1 = truth, 0 = chance)")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: lines stay visible
+    labelled = axes[1] if axes[1].get_legend_handles_labels()[0] else axes[0]  # P1 only: no M2 lines
+    labelled.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: lines stay visible
     _save(fig, path)
 
 

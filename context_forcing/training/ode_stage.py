@@ -110,6 +110,12 @@ class OdeInitStage(EmaStage):
     def train_step(self, step: int) -> dict[str, float]:
         return self._update(step, self.opt, self.train.generator.clip)
 
+    def probe(self, episodes: int) -> dict[str, float]:
+        """A short P1 eval of the live student (eval/student_probe.py); draws no training randomness."""
+        from context_forcing.eval.student_probe import probe_student
+
+        return probe_student(self.student, self.run, self.layout, episodes)
+
     def _history_frames(self, random) -> int:
         """Real frames streamed into the student's memory before the target: whole chunks, uniform in
         [0, max_history] (long enough for slow memory to fill under sparse admission)."""
