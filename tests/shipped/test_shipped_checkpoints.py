@@ -38,3 +38,16 @@ def test_shipped_weights_are_half_precision_on_disk_and_float32_in_memory():
         assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
         _, model = load_model(directory)
         assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_generate_defaults_to_the_shipped_student(tmp_path, capsys):
+    import json
+
+    from context_forcing.cli import main
+
+    report = tmp_path / "r.json"
+    assert main(["generate", "--preset", "panworld", "--seconds", "1.5", "--out", str(tmp_path / "v.mp4"),
+                 "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["checkpoint"] == str(SHIPPED_DIR / "panworld" / "student")
+    assert "random weights" not in capsys.readouterr().err
