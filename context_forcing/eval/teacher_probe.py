@@ -49,14 +49,19 @@ class ProbeSet:
     copy_last: Tensor
     oracle_copy: Tensor
 
+    def to(self, device: torch.device | str) -> ProbeSet:
+        """The same probe on another device (the model's)."""
+        return ProbeSet(*(x.to(device) for x in (self.context, self.context_cond, self.target, self.target_cond,
+                                                   self.noise, self.copy_last, self.oracle_copy)))
+
     def inputs(self, with_context: bool) -> TeacherInputs:
         b, n = self.context.shape[:2]
         if with_context:
-            valid = torch.ones(b, n, dtype=torch.bool)
+            valid = torch.ones(b, n, dtype=torch.bool, device=self.context.device)
             return teacher_inputs(self.context, valid, self.context_cond, self.target, self.target_cond)
         empty = self.context[:, :0]
-        return teacher_inputs(empty, torch.ones(b, 0, dtype=torch.bool), self.context_cond.frames(slice(0, 0)),
-                              self.target, self.target_cond)
+        return teacher_inputs(empty, torch.ones(b, 0, dtype=torch.bool, device=empty.device),
+                              self.context_cond.frames(slice(0, 0)), self.target, self.target_cond)
 
 
 def memory_frames(history: int, sink: int = 3, slow: int = 12, fast: int = 6, slow_every: int = 6) -> list[int]:
@@ -131,8 +136,9 @@ def probe_teacher(model: CausalVideoDiT, run: RunConfig, probe: ProbeSet, sample
                   guidance: float | None = None) -> dict[str, float]:
     """The teacher probe's figures (module docstring) on a fixed ProbeSet; sample_steps = 0 skips sampling."""
     model.eval()
+    probe = probe.to(next(model.parameters()).device)
     b, t = probe.target.shape[:2]
-    ones = torch.ones(b, t)
+    ones = torch.ones(b, t, device=probe.target.device)
     figures = {"copy_last": _px_error(probe.copy_last, probe.target),
                "oracle_copy": _px_error(probe.oracle_copy, probe.target)}
     for name, with_context in (("x0_error_context", True), ("x0_error_empty", False)):
@@ -146,7 +152,7 @@ def probe_teacher(model: CausalVideoDiT, run: RunConfig, probe: ProbeSet, sample
         weight = run.sampler.guidance if guidance is None else guidance
         sample = euler_sample(lambda x, s: _velocity(model, inputs, x, s, weight), probe.noise,
                               teacher_sigmas(sample_steps, run.sampler.shift)).clamp(-1, 1)
-        as_pixels = lambda x: ((x + 1) * PX).permute(0, 1, 3, 4, 2).numpy()  # noqa: E731
+        as_pixels = lambda x: ((x + 1) * PX).permute(0, 1, 3, 4, 2).cpu().numpy()  # noqa: E731
         figures["sample_sharpness_ratio"] = sharpness(as_pixels(sample)) / max(sharpness(as_pixels(probe.target)),
                                                                                  1e-9)
         figures["sample_error"] = _px_error(sample, probe.target)
