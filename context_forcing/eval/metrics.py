@@ -199,6 +199,10 @@ def effective_context_length(bin_scores: dict[str, float | None]) -> tuple[float
     return points[-1][0], True
 
 
+NOISE_GATE = 1.5  # generated sharpness above this multiple of the truth's is flagged as noise (issue 7):
+# residual noise reads as "sharp", which the blur gate (0.7, scoring.FIDELITY_GATE) cannot see
+
+
 def sharpness(frames: np.ndarray) -> float:
     """Mean absolute difference of horizontally and vertically adjacent pixels (0-255): blur lowers it."""
     f = frames.astype(np.float32)

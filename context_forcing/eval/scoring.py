@@ -14,7 +14,8 @@ from context_forcing.eval import dynamics
 from context_forcing.eval.cases import EvalCase
 from context_forcing.eval.identity import IDENTITY_GROUPS, identity_counts
 from context_forcing.eval.metrics import (BIN_NAMES, SPLITS, RevisitSums, bootstrap_weights, difference_interval,
-                                          effective_context_length, percentile_interval, score_table, sharpness)
+                                          NOISE_GATE, effective_context_length, percentile_interval, score_table,
+                                          sharpness)
 from context_forcing.eval.references import mean_fill_video
 from context_forcing.eval.revisits import m1_sums, m2_sums
 
@@ -43,12 +44,14 @@ def generated_spans(cases: list[EvalCase], protocol: str) -> list[tuple[int, int
 
 
 def fidelity(cases: list[EvalCase], videos: list[np.ndarray], protocol: str) -> dict:
-    """Sharpness of the generated frames relative to ground truth's; `passes` when at least FIDELITY_GATE."""
+    """Sharpness of the generated frames relative to ground truth's; `passes` when at least FIDELITY_GATE (no
+    blur); `noisy` when above NOISE_GATE (high-frequency noise, which the blur gate cannot see)."""
     spans = generated_spans(cases, protocol)
     generated = sum(sharpness(v[lo:hi]) * (hi - lo) for v, (lo, hi) in zip(videos, spans))
     truth = sum(sharpness(c.truth[lo:hi]) * (hi - lo) for c, (lo, hi) in zip(cases, spans))
     ratio = generated / max(truth, 1e-9)
-    return {"sharpness_ratio": ratio, "passes": bool(ratio >= FIDELITY_GATE), "gate": FIDELITY_GATE}
+    return {"sharpness_ratio": ratio, "passes": bool(ratio >= FIDELITY_GATE), "gate": FIDELITY_GATE,
+            "noisy": bool(ratio > NOISE_GATE), "noise_gate": NOISE_GATE}
 
 
 def identity_table(cases: list[EvalCase], videos: list[np.ndarray], protocol: str,

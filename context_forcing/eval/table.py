@@ -3,14 +3,14 @@
 Columns: M1 score per gap bin with its bootstrap interval (every bin some report measures; `-` where a
 report's episodes are too short for it), ECL from M1 and M2 (`36+` marks a lower bound), the retrieval signal
 S(memory-critical) - S(new), M1 on sink-covered / other columns, the oracle's restorable fraction, motion
-(accuracy on moving frames; FAIL when the check fails), the fidelity gate (sharpness ratio; `blur` when
-flagged) and drift (the free rollout's sharpness ratio in its first / last 16 s; `drift:` names the measures
+(accuracy on moving frames; FAIL when the check fails), the fidelity gates (sharpness ratio; `blur` below
+0.7, `noisy` above 1.5, judged from the ratio so reports written before the noise gate read alike) and drift (the free rollout's sharpness ratio in its first / last 16 s; `drift:` names the measures
 whose last-16 s mean left the first-16 s interval).
 """
 
 from __future__ import annotations
 
-from context_forcing.eval.metrics import BIN_NAMES
+from context_forcing.eval.metrics import BIN_NAMES, NOISE_GATE
 
 
 def _number(value, digits: int = 2) -> str:
@@ -69,7 +69,8 @@ def _row(report: dict, bins: list[str]) -> list[str]:
             _number(signal.get("score")), _split(report, "sink"), _split(report, "no_sink"),
             _number(report.get("restorable_fraction")),
             _number(moving) + ("" if motion.get("passes", True) else " FAIL"),
-            _number(fidelity.get("sharpness_ratio")) + ("" if fidelity.get("passes", True) else " blur"),
+            _number(fidelity.get("sharpness_ratio")) + ("" if fidelity.get("passes", True) else " blur")
+            + (" noisy" if (fidelity.get("sharpness_ratio") or 0) > NOISE_GATE else ""),
             _drift(report)]
 
 

@@ -152,3 +152,18 @@ def test_oracle_scores_follow_restorable_content(long_cases):
     assert small["restorable_fraction"] < large["restorable_fraction"]
     assert small["m1_memory_critical"]["score"] < large["m1_memory_critical"]["score"]
     assert large["admission_rate"] == pytest.approx(0.25, abs=0.02)  # uniform4 admits every 4th candidate
+
+
+def test_noise_on_the_truth_is_flagged_noisy_while_the_truth_is_not(short_cases):
+    """The blur gate cannot see residual noise (it scores as sharp): the noise gate does, both ways."""
+    from context_forcing.eval.scoring import fidelity
+    from context_forcing.eval.table import markdown_table
+
+    g = np.random.default_rng(0)
+    truth = [c.truth for c in short_cases]
+    noisy = [np.clip(t.astype(np.float32) + g.normal(0, 40, t.shape), 0, 255).astype(np.uint8) for t in truth]
+    clean, flagged = fidelity(short_cases, truth, "p1"), fidelity(short_cases, noisy, "p1")
+    assert not clean["noisy"] and clean["passes"]
+    assert flagged["noisy"] and flagged["passes"] and flagged["sharpness_ratio"] > flagged["noise_gate"]
+    rows = markdown_table([{"model": "n", "fidelity": {"p1": flagged}, "motion": {"p1": {}}}]).splitlines()
+    assert " noisy" in rows[-1]
