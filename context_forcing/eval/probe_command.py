@@ -1,7 +1,8 @@
 """The `probe-teacher` command: `add_probe_arguments(parser)` declares the flags, `run_probe_command(args)`
 validates them before any work, probes the teacher checkpoint (eval/teacher_probe.py) and writes the report.
 
-    context-forcing probe-teacher CHECKPOINT [--episodes 16] [--history 90] [--sample-steps 20] --report R.json
+    context-forcing probe-teacher CHECKPOINT [--episodes 16] [--history 90] [--sample-steps 20] [--levels 0.1]
+                                  [--report R.json]
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames before the one-chunk target (default 90; whole chunks)")
     parser.add_argument("--sample-steps", type=int, default=20,
                         help="Euler steps of the teacher's own samples for the sharpness ratio (0: skip)")
+    parser.add_argument("--levels", default="0.1",
+                        help="comma-separated low noise levels s in (0, 1) at which to report x0_error_s<s> next "
+                             "to input_error_s<s> (default 0.1)")
     parser.add_argument("--report", help="JSON report to write (atomically); the figures are printed either way")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
@@ -33,6 +37,12 @@ def run_probe_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes: got {args.episodes!r}; must be an integer >= 1")
     if args.sample_steps < 0:
         raise ConfigError(f"--sample-steps: got {args.sample_steps!r}; must be an integer >= 0")
+    try:
+        levels = tuple(float(x) for x in args.levels.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--levels: got {args.levels!r}; must be comma-separated numbers in (0, 1)") from None
+    if not all(0 < level < 1 for level in levels):
+        raise ConfigError(f"--levels: got {args.levels!r}; every level must lie in (0, 1)")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads: got {args.threads!r}; must be an integer >= 1")
     if args.report is not None:
@@ -56,7 +66,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
     probe = build_probe_set(run, args.episodes, args.history)  # validates the geometry and history
     start = time.time()
     _, model = load_model(args.checkpoint)
-    figures = probe_teacher(model, run, probe, sample_steps=args.sample_steps)
+    figures = probe_teacher(model, run, probe, sample_steps=args.sample_steps, levels=levels)
     report = {"checkpoint": str(resolve_checkpoint(args.checkpoint)), "episodes": args.episodes,
               "history": args.history, "sample_steps": args.sample_steps, **figures,
               "wall_s": time.time() - start}

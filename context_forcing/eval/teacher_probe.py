@@ -12,7 +12,10 @@ prompt). Reported, as mean absolute error in px (0-255) against the true target:
 - `gap_closed` = (copy_last - x0_error_context) / (copy_last - oracle_copy): 0 = no better than copying the
   last frame, 1 = as good as the oracle copy;
 - `sample_sharpness_ratio`: sharpness of the teacher's own CFG Euler samples of the target over the truth's
-  (the eval's sharpness; below ~0.7 the eval flags blur).
+  (the eval's sharpness; below 0.7 the eval flags blur, above 1.5 noise);
+- `x0_error_s{level}` and `input_error_s{level}` for each low noise level asked for: the target noised to s
+  (the same fixed noise), the teacher's x0 = x_s - s v against the noisy input itself, both against the truth:
+  how much of the noise the teacher removes where clean samples are finished.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from context_forcing.config import ConfigError, RunConfig
 from context_forcing.data.episodes import episode_conditioning
 from context_forcing.data.panworld import PanWorldConfig, sample_episode
 from context_forcing.diffusion.samplers import euler_sample, guided
-from context_forcing.diffusion.schedule import teacher_sigmas, timesteps_of
+from context_forcing.diffusion.schedule import add_noise, teacher_sigmas, timesteps_of
 from context_forcing.eval.metrics import sharpness
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
@@ -133,7 +136,7 @@ def _px_error(a: Tensor, b: Tensor) -> float:
 
 @torch.no_grad()
 def probe_teacher(model: CausalVideoDiT, run: RunConfig, probe: ProbeSet, sample_steps: int = 20,
-                  guidance: float | None = None) -> dict[str, float]:
+                  guidance: float | None = None, levels: tuple[float, ...] = (0.1,)) -> dict[str, float]:
     """The teacher probe's figures (module docstring) on a fixed ProbeSet; sample_steps = 0 skips sampling."""
     model.eval()
     probe = probe.to(next(model.parameters()).device)
@@ -145,6 +148,11 @@ def probe_teacher(model: CausalVideoDiT, run: RunConfig, probe: ProbeSet, sample
         inputs = probe.inputs(with_context)
         x0 = probe.noise - _velocity(model, inputs, probe.noise, ones, None)  # x0 = x_1 - 1 * v
         figures[name] = _px_error(x0.clamp(-1, 1), probe.target)
+    for level in levels:  # the low-noise end, with the context
+        x_s = add_noise(probe.target, probe.noise, level)
+        x0 = x_s - level * _velocity(model, probe.inputs(True), x_s, ones * level, None)
+        figures[f"x0_error_s{level:g}"] = _px_error(x0, probe.target)
+        figures[f"input_error_s{level:g}"] = _px_error(x_s, probe.target)
     span = figures["copy_last"] - figures["oracle_copy"]
     figures["gap_closed"] = (figures["copy_last"] - figures["x0_error_context"]) / span if span > 0 else float("nan")
     if sample_steps:

@@ -71,9 +71,20 @@ def test_probe_teacher_command(tmp_path, capsys):
     assert main(["probe-teacher", str(ckpt), "--episodes", "2", "--sample-steps", "1", "--report", str(report)]) == 0
     data = json.loads(report.read_text())
     for key in ("x0_error_context", "x0_error_empty", "copy_last", "oracle_copy", "gap_closed",
-                "sample_sharpness_ratio"):
+                "sample_sharpness_ratio", "x0_error_s0.1", "input_error_s0.1"):
         assert key in data
     assert main(["probe-teacher", str(ckpt), "--episodes", "0"]) == 2
     assert "--episodes: got 0" in capsys.readouterr().err
+    assert main(["probe-teacher", str(ckpt), "--levels", "0.1,1.5"]) == 2
+    assert "--levels: got '0.1,1.5'" in capsys.readouterr().err
     assert main(["probe-teacher", str(tmp_path / "missing")]) == 2
     assert "CHECKPOINT:" in capsys.readouterr().err
+
+
+def test_a_model_that_removes_no_noise_scores_its_input_error_at_low_noise():
+    run = _small_panworld()
+    run = dataclasses.replace(run, model=dataclasses.replace(run.model, prediction="velocity"))
+    model = CausalVideoDiT(run.model, run.text)  # velocity head initialised to zero: x0 = x_s - s * 0 = x_s
+    figures = probe_teacher(model, run, build_probe_set(run, episodes=2), sample_steps=0, levels=(0.1, 0.3))
+    assert figures["x0_error_s0.1"] == pytest.approx(figures["input_error_s0.1"], rel=1e-6)
+    assert figures["input_error_s0.3"] > figures["input_error_s0.1"] > 0
