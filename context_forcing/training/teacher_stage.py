@@ -74,6 +74,8 @@ class TeacherStage(EmaStage):
         self.bank = ErrorBank(train.erft, frame, run.sampler.num_train_timesteps)
         self.random = DrawCounter(train.seed, local_samples(train.batch))
         self.device = next(model.parameters()).device
+        self._errors: list[float] = []  # std of the errors banked in this update (for the log)
+        self._probe_set = None  # built on the first probe
 
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"teacher": self.model}
@@ -89,7 +91,7 @@ class TeacherStage(EmaStage):
         self.bank.load_state_dict(state["erft"])
 
     def train_step(self, step: int) -> dict[str, float]:
-        self._errors: list[float] = []
+        self._errors = []
         metrics = self._update(step, self.opt, self.train.generator.clip)
         metrics["erft_bank_std"] = self.bank.std()  # the error scale being recycled ...
         if self._errors:  # ... next to the model's current one (both 0 before the ERFT warm-up ends)
@@ -100,7 +102,7 @@ class TeacherStage(EmaStage):
         """probe-teacher's figures for the current (raw) weights on fixed eval episodes; touches no RNG state."""
         from context_forcing.eval.teacher_probe import build_probe_set, probe_teacher
 
-        if getattr(self, "_probe_set", None) is None or self._probe_set.target.shape[0] != episodes:
+        if self._probe_set is None or self._probe_set.target.shape[0] != episodes:
             self._probe_set = build_probe_set(self.run, episodes)
         try:
             return probe_teacher(self.model, self.run, self._probe_set, sample_steps=10)
