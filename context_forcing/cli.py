@@ -106,7 +106,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--teacher", help="checkpoint or run directory of the teacher (distillation stages)")
     train.add_argument("--checkpoint-every", type=int, help="checkpoint every N updates (and at the last)")
     train.add_argument("--memory", metavar="LAYOUT",
-                       help="the student's memory layout in stage1/stage2 rollouts (default: the preset's), e.g. "
+                       help="the student's memory layout in ode-init/stage1/stage2 (default: the preset's), e.g. "
                             "sink3-slow12-fast6:uniform4, window-21:absolute; recorded in config.json")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a training setting, e.g. --set generator.lr=1e-4 (repeatable)")
@@ -150,8 +150,6 @@ def _run_curves(args: argparse.Namespace) -> int:
     from context_forcing.io.files import check_writable
     from context_forcing.training.curves import plot_curves
 
-    if not args.out.endswith(".png"):
-        raise UsageError(f"--out: got {args.out!r}; must be a file name ending in .png")
     _check_outputs([("--out", args.out, ".png")], check_writable)
     window = _positive_int("--window", args.window)
     keys = [k for k in args.keys.split(",") if k]

@@ -23,8 +23,7 @@ def pinned_figure(checkpoint: str | Path, role: str) -> dict[str, float]:
     from context_forcing.memory.layout import parse_layout
     from context_forcing.model.checkpoint import load_model
 
-    run, model = load_model(checkpoint)
-    model = model.float().eval()
+    run, model = load_model(checkpoint)  # float32, whatever the stored dtype
     with torch.no_grad():
         if role == "teacher":
             from context_forcing.eval.teacher_probe import build_probe_set, probe_teacher

@@ -62,6 +62,16 @@ def teacher_inputs(context_latents: Tensor, context_valid: Tensor, context_cond:
     return TeacherInputs(latents, temporal, cond, frame_mask, context_valid, t)
 
 
+def context_teacher_inputs(context: tuple[Tensor, Tensor, Conditioning] | None, target_latents: Tensor,
+                           target_cond: Conditioning) -> TeacherInputs:
+    """`teacher_inputs` from a `memory_teacher_context` result, or with an empty context when it is None."""
+    if context is None:
+        empty = torch.zeros(target_latents.shape[0], 0, dtype=torch.bool, device=target_latents.device)
+        return teacher_inputs(target_latents[:, :0], empty, target_cond.frames(slice(0, 0)), target_latents,
+                              target_cond)
+    return teacher_inputs(*context, target_latents, target_cond)
+
+
 def memory_teacher_context(memory: SlowFastMemory, plans: list[ChunkPlan], prompt_cond: Conditioning
                            ) -> tuple[Tensor, Tensor, Conditioning] | None:
     """The student's memory as it stands for `plans`, as teacher context: (latents, valid, cond) or None."""

@@ -20,7 +20,7 @@ from context_forcing.distill.dmd import (dmd_gradient, dmd_loss, dmd_timesteps, 
                                          sample_rollout_length)
 from context_forcing.memory.layout import parse_layout
 from context_forcing.model.dit import CausalVideoDiT
-from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
+from context_forcing.rollout.teacher import TeacherInputs, context_teacher_inputs
 from context_forcing.rollout.training_rollout import RolloutResult, student_rollout
 from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
 from context_forcing.training.config import TrainConfig
@@ -87,14 +87,8 @@ class DmdStage(EmaStage):
                                context_chunk=first_target_chunk, grad=grad)
         x = roll.latents[:, frames - target:]
         target_cond = cond.frames(slice(frames - target, frames))
-        if roll.context is None:  # Stage 1, or a memory that was empty at the target
-            b = cond.batch_size
-            empty = torch.zeros(b, 0, dtype=torch.bool, device=self.device)
-            inputs = teacher_inputs(x[:, :0].detach(), empty, target_cond.frames(slice(0, 0)), x.detach(), target_cond)
-        else:
-            latents, valid, ctx_cond = roll.context
-            inputs = teacher_inputs(latents, valid, ctx_cond, x.detach(), target_cond)
-        return roll, inputs
+        # Stage 1, or a memory that was empty at the target: an empty teacher context
+        return roll, context_teacher_inputs(roll.context, x.detach(), target_cond)
 
     def _velocity(self, model: CausalVideoDiT, inputs: TeacherInputs, x_t: Tensor, t: Tensor,
                   null_prompt: bool = False) -> Tensor:

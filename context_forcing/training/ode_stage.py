@@ -21,12 +21,12 @@ from context_forcing.diffusion.schedule import student_sigmas, timesteps_of, x0_
 from context_forcing.memory.layout import parse_layout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.session import StreamingSession
-from context_forcing.rollout.teacher import TeacherInputs, memory_teacher_context, teacher_inputs
+from context_forcing.rollout.teacher import TeacherInputs, context_teacher_inputs, memory_teacher_context
 from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.distributed import local_samples
 from context_forcing.training.ema import EMA
-from context_forcing.training.randomness import DrawCounter
+from context_forcing.training.randomness import DrawCounter, StepRandom, whole_chunks
 
 MIN_INTERVAL_STEPS = 2  # Euler steps every interval of the ODE grid gets at least
 
@@ -116,15 +116,14 @@ class OdeInitStage(EmaStage):
 
         return probe_student(self.student, self.run, self.layout, episodes)
 
-    def _history_frames(self, random) -> int:
+    def _history_frames(self, random: StepRandom) -> int:
         """Real frames streamed into the student's memory before the target: whole chunks, uniform in
         [0, max_history] (long enough for slow memory to fill under sparse admission)."""
-        chunks = self.max_history // self.run.chunk
-        return self.run.chunk * int(torch.randint(0, chunks + 1, (1,), generator=random.shared))
+        return whole_chunks(random.shared, 0, self.max_history // self.run.chunk, self.run.chunk)
 
     def _micro_step(self) -> float:
         c, random = self.run.chunk, self.random.next()
-        target = c * int(torch.randint(1, self.train.rollout_frames // c + 1, (1,), generator=random.shared))
+        target = whole_chunks(random.shared, 1, self.train.rollout_frames // c, c)
         history = self._history_frames(random)
         latents, cond = self.data.next_clip(self.max_history + self.train.rollout_frames)  # one stream
         latents, cond = latents[:, :history + target].to(self.device), cond.frames(slice(0, history + target))
@@ -134,14 +133,8 @@ class OdeInitStage(EmaStage):
         session = StreamingSession(self.student, self.run, cond, layout=self.layout)
         if history:
             session.prefill(latents[:, :history])
-        target_cond = cond.frames(slice(history, None))
         context = memory_teacher_context(session.memory, session.memory.plan(), cond)
-        if context is None:
-            empty = torch.zeros(latents.shape[0], 0, dtype=torch.bool, device=self.device)
-            inputs = teacher_inputs(latents[:, :0], empty, target_cond.frames(slice(0, 0)), latents[:, history:],
-                                    target_cond)
-        else:
-            inputs = teacher_inputs(*context, latents[:, history:], target_cond)
+        inputs = context_teacher_inputs(context, latents[:, history:], cond.frames(slice(history, None)))
         noise = random.randn(target, *inputs.latents.shape[2:]).to(self.device)
         states, x0 = teacher_trajectory(self.teacher, inputs, noise, self.grid, self.levels, self.train.dmd.guidance,
                                         self.run.sampler.num_train_timesteps)

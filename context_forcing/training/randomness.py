@@ -33,6 +33,11 @@ class StepRandom:
         return torch.cat([torch.rand(1, generator=g) for g in self.samples])
 
 
+def whole_chunks(generator: torch.Generator, low: int, high: int, chunk: int) -> int:
+    """A frame count chunk * k with k uniform in [low, high] (one draw from `generator`)."""
+    return chunk * int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
 class DrawCounter:
     """Hands out StepRandom objects for successive draw sites of one update (reset at each update)."""
 

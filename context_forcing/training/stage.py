@@ -30,6 +30,10 @@ class Stage(Protocol):
         """One generator update; `step` = updates completed before this one (0-based)."""
         ...
 
+    # Optional: `probe(episodes) -> dict[str, float]`, figures that say whether the stage is learning, logged
+    # as `probe_*` every `train.probe_every` updates; it must draw no training randomness (teacher: probe-teacher's
+    # figures; students: a short P1 eval).
+
     def export_weights(self) -> dict[str, Tensor]:
         """What `model.safetensors` holds: the generator's EMA weights where there is an EMA."""
         ...

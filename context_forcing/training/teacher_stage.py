@@ -25,7 +25,7 @@ from context_forcing.training.config import TrainConfig
 from context_forcing.training.distributed import gather_samples, local_samples
 from context_forcing.training.ema import EMA
 from context_forcing.training.erft import ErrorBank, banked_error, inject
-from context_forcing.training.randomness import DrawCounter, StepRandom
+from context_forcing.training.randomness import DrawCounter, StepRandom, whole_chunks
 
 
 def gather_context(latents: Tensor, cond: Conditioning, frames: list[tuple[int, ...]]
@@ -112,24 +112,22 @@ class TeacherStage(EmaStage):
     def _erft_active(self) -> bool:
         return self.random.step >= self.train.erft.warmup_steps
 
-    def _history_frames(self, random: StepRandom) -> int:
-        """Real frames before the target, whole chunks, uniform in [0, rollout_frames + slow_every * max_slow]:
-        targets sample every part of the early episode, not one fixed frame."""
-        most = (self.train.rollout_frames + self.train.context.slow_every * self.train.context.max_slow)
-        chunks = most // self.run.chunk
-        return self.run.chunk * int(torch.randint(0, chunks + 1, (1,), generator=random.shared))
+    @property
+    def max_history(self) -> int:
+        """Most real frames before a target: room for the rollout and a sparse slow memory."""
+        return self.train.rollout_frames + self.train.context.slow_every * self.train.context.max_slow
 
-    def _target_frames(self, random: StepRandom) -> int:
-        """Target length in whole chunks, uniform in [1 chunk, rollout_frames] like the paper's 21-latent targets."""
-        chunks = self.train.rollout_frames // self.run.chunk
-        return self.run.chunk * int(torch.randint(1, chunks + 1, (1,), generator=random.shared))
+    def _history_frames(self, random: StepRandom) -> int:
+        """Real frames before the target, whole chunks, uniform in [0, max_history]: targets sample every part of
+        the early episode, not one fixed frame."""
+        return whole_chunks(random.shared, 0, self.max_history // self.run.chunk, self.run.chunk)
 
     def _micro_step(self) -> float:
         random = self.random.next()
-        target = self._target_frames(random)
+        c = self.run.chunk  # target: whole chunks up to rollout_frames, like the paper's 21-latent targets
+        target = whole_chunks(random.shared, 1, self.train.rollout_frames // c, c)
         history = self._history_frames(random)
-        longest = self.train.rollout_frames + self.train.context.slow_every * self.train.context.max_slow
-        latents, cond = self.data.next_clip(longest + self.train.rollout_frames)  # one clip length: one stream
+        latents, cond = self.data.next_clip(self.max_history + self.train.rollout_frames)  # one length: one stream
         latents, cond = latents[:, :history + target].to(self.device), cond.frames(slice(0, history + target))
         cond = cond.to(self.device)
         inputs, fast, slow = sample_teacher_batch(latents, cond, target, self.train, self.run.chunk, random.samples)
