@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench bench-train train-panworld ship-panworld clean
+.PHONY: setup demo test browser screenshot bench-serve test-slow lint bench soak bench-train profile train-panworld train-panworld-all eval-panworld-all results-panworld ship-panworld clean
 
 setup: $(STAMP)
 
@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,serve,wan]'  # wan: tests/wan run too
+	$(BIN)/pip install --quiet -c constraints.txt ruff  # the linter, pinned (make lint)
 	touch $(STAMP)
 
 # An eval-split episode: the shipped student is prefilled with its first 8 s of ground truth, then streams 60 s
@@ -27,8 +28,25 @@ demo: setup
 	@echo "demo: video demo/panworld.mp4 (left: generated, right: ground truth), report demo/panworld.json,"
 	@echo "      revisit plot demo/plots/revisits.png, eval report demo/eval.json"
 
-test: setup
+# ruff with the rules selected in pyproject.toml ([tool.ruff.lint]); `make test` (so CI) runs it first
+lint: setup
+	$(BIN)/ruff check context_forcing tests benchmarks
+
+test: setup lint browser
 	$(BIN)/python -m pytest -n 2
+
+# The browser test (`pytest -k browser`) drives Debian's Chromium through its chromedriver; installed only when missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+# Refresh the README's picture of the live page (docs/images/serve.png) with the browser test's run.
+screenshot: setup browser
+	CF_SERVE_SCREENSHOT=docs/images/serve.png $(BIN)/python -m pytest -q -p no:xdist -k browser tests/serve
+
+# N live sessions on loopback for a bounded time: frames/s per session, server memory, clean disconnects.
+bench-serve: setup
+	$(BIN)/python benchmarks/serve_load.py
 
 test-slow: setup  # exit status 5 = no test is marked slow at the moment
 	$(BIN)/python -m pytest -n 2 -m slow || test $$? -eq 5
@@ -36,10 +54,20 @@ test-slow: setup  # exit status 5 = no test is marked slow at the moment
 bench: setup
 	$(BIN)/python benchmarks/streaming.py
 
+# 30 minutes of video (7200 latent frames) at the panworld preset with the default memory: Python-allocated memory
+# and the session's state at 1, 10 and 30 minutes must stay flat (docs/BENCHMARKS.md). One thread, long.
+soak: setup
+	$(BIN)/python benchmarks/soak.py --threads $(THREADS)
+
 # One thread by default, so it can run beside a training job; THREADS=2 (the core count) when the machine is free.
 THREADS ?= 1
 bench-train: setup
 	$(BIN)/python benchmarks/training.py --threads $(THREADS)
+
+# Where a chunk step's and a training update's time goes (issue 12): GEMM / attention / overhead shares, top ops
+# and Python functions, one JSON document (docs/BENCHMARKS.md, "Profile"). Threads: the machine's core count.
+profile: setup
+	$(BIN)/python benchmarks/profile.py
 
 # The recipe of the shipped PanWorld models (docs/TRAINING.md, "The PanWorld recipe"), chained; each command
 # resumes from its run directory, so the target can be re-run after an interruption (or in a new session).
@@ -60,11 +88,68 @@ train-panworld: setup
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2 --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
 		--init $(RUNS)/stage1 --memory $(STUDENT_MEMORY) --steps 150 --set probe_every=50 --threads 2
 
+# The comparison of docs/RESULTS.md (issue 8): the Context Forcing chain above, then the baselines and the trained
+# ablation at the same student updates (ODE init 250 + DMD 450), sharing the teacher, the ODE init and (for the
+# Stage 2 variants) a Stage 1. Each member resumes from its run directory.
+# - Self-Forcing-style: Stage 1 (21-frame windows) for all 450 DMD updates with a plain rolling window and absolute
+#   positions (window-21:absolute); the teacher switches at update 300 as in the Context Forcing chain.
+# - LongLive-style: the Self-Forcing-style run's update 300, then 150 Stage 2 updates of long rollouts with a frame
+#   sink and a rolling window (sink3-window18), the short-window teacher seeing the target window only.
+# - Infinity-RoPE-style: the Self-Forcing-style weights run training-free with sink3-window18:bounded (eval only).
+# - Admission ablation: the Context Forcing Stage 1, then 150 Stage 2 updates with similarity admission.
+train-panworld-all: train-panworld
+	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style --teacher $(RUNS)/teacher-b/checkpoints/step-003000 \
+		--init $(RUNS)/ode-init --memory window-21:absolute --steps 300 --set probe_every=50
+	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style-b --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
+		--init $(RUNS)/sf-style --memory window-21:absolute --steps 150 --set probe_every=50
+	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/longlive-style --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
+		--init $(RUNS)/sf-style --memory sink3-window18 --steps 150 --set probe_every=50 --set dmd.teacher_context=none
+	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-similarity --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
+		--init $(RUNS)/stage1 --memory sink3-slow12-fast6 --steps 150 --set probe_every=50
+
+# Every row of docs/RESULTS.md's comparison: 16 eval episodes of 64 s and 8 of 128 s per model, P1 and P2; a
+# report already written is kept (delete it to re-run). Entries are NAME:MODEL:MEMORY (empty: the checkpoint's).
+RESULTS := docs/results/models
+EVAL := $(BIN)/context-forcing eval --threads 1
+SHIPPED := context_forcing/checkpoints/panworld
+COMPARED := student:$(SHIPPED)/student: \
+	self-forcing-style:$(SHIPPED)/self-forcing-style: \
+	longlive-style:$(SHIPPED)/longlive-style: \
+	infinity-rope-style:$(SHIPPED)/self-forcing-style:sink3-window18 \
+	stage1:$(RUNS)/stage1: \
+	stage2-similarity:$(RUNS)/stage2-similarity: \
+	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
+	student_sink3-window18:$(SHIPPED)/student:sink3-window18
+eval-panworld-all: setup
+	@for entry in $(COMPARED); do \
+		name=$${entry%%:*}; rest=$${entry#*:}; model=$${rest%%:*}; memory=$${rest#*:}; \
+		flag=$${memory:+--memory $$memory}; \
+		test -f $(RESULTS)/$${name}_64s.json || $(EVAL) --model $$model $$flag --episodes 16 --seconds 64 \
+			--report $(RESULTS)/$${name}_64s.json || exit 1; \
+		test -f $(RESULTS)/$${name}_128s.json || $(EVAL) --model $$model $$flag --episodes 8 --seconds 128 \
+			--report $(RESULTS)/$${name}_128s.json || exit 1; \
+	done
+
+# docs/RESULTS.md's comparison and ablation tables and revisit plots, from the committed reports (no model runs).
+TABLE := $(BIN)/context-forcing table
+REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast6 oracle_sink3-window18 \
+	oracle_window-21 chance
+BASELINES := self-forcing-style infinity-rope-style longlive-style student
+ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
+results-panworld: setup
+	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/%_64s.json) \
+		--out $(RESULTS)/comparison_64s.md --plot docs/images/comparison_revisits_64s.png
+	$(TABLE) $(REFS:%=docs/results/128s/%.json) $(BASELINES:%=$(RESULTS)/%_128s.json) \
+		--out $(RESULTS)/comparison_128s.md --plot docs/images/comparison_revisits_128s.png
+	$(TABLE) $(ABLATIONS:%=$(RESULTS)/%_64s.json) --out $(RESULTS)/ablations_64s.md
+
 # Copy the trained models into the package (float16 storage) for shipping; the model cards are kept.
 ship-panworld: setup
 	$(BIN)/python -c "from context_forcing.model.shipped import export_checkpoint as e; \
 		e('$(RUNS)/teacher-b/checkpoints/step-004000', 'context_forcing/checkpoints/panworld/teacher'); \
-		e('$(RUNS)/stage2', 'context_forcing/checkpoints/panworld/student')"
+		e('$(RUNS)/stage2', 'context_forcing/checkpoints/panworld/student'); \
+		e('$(RUNS)/sf-style-b', 'context_forcing/checkpoints/panworld/self-forcing-style'); \
+		e('$(RUNS)/longlive-style', 'context_forcing/checkpoints/panworld/longlive-style')"
 
 clean:
 	rm -rf $(VENV) demo

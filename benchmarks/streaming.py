@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from context_forcing.data.episodes import episode_conditioning, panworld_episodes
+from context_forcing.memory.layout import parse_layout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import get_preset
 from context_forcing.rollout.report import chunk_timings, session_report
@@ -27,7 +28,8 @@ from context_forcing.rollout.session import StreamingSession
 LAYOUT = "sink3-slow12-fast6:uniform4:bounded"
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5,
+                       clock: Callable[[], float] = time.perf_counter) -> float:
     """Best of `repeats` fp32 n x n matmuls, in GFLOP/s (2 n^3 FLOPs each); `clock` = time.process_time counts
     only this process's CPU time (a busy machine; one thread)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -45,15 +47,16 @@ def stream(model: CausalVideoDiT, batch: int, seconds: float, seed: int = 0) -> 
     run = get_preset("panworld")
     frames = int(seconds * run.video.latent_frames_per_second)
     chunks = -(-frames // run.chunk)
-    cond = episode_conditioning(run, panworld_episodes(run, seed, batch, chunks * run.chunk), chunks * run.chunk)
-    session = StreamingSession(model, run, cond, seed=seed, layout=LAYOUT)
+    cond = episode_conditioning(run, panworld_episodes(run, seed, batch, chunks * run.chunk),
+                                chunks * run.chunk)
+    session = StreamingSession(model, run, cond, seed=seed, layout=parse_layout(LAYOUT, run.chunk))
     tic = time.perf_counter()
     for _ in session.stream(frames):
         pass
     wall = time.perf_counter() - tic
     report = session_report(session, frames, 0, wall)
     after_fill, last = chunk_timings(session.records)
-    steady_ms = statistics.median(r.wall_ms for r in session.records[-min(50, len(session.records)):])
+    steady_ms = statistics.median(session.records.last_ms)  # the last 10 chunks
     return {
         "seconds": seconds,
         "latent_frames": frames,

@@ -3,14 +3,14 @@
 Prints exactly one JSON document on stdout (progress on stderr). A few minutes with one thread:
     .venv/bin/python benchmarks/training.py --threads 1 [--stages teacher stage1] [--steps 3]
 Each stage is built by the `train` command's registry (`build_stage`) with its default panworld config
-(`for_preset(stage, "panworld")`: batch 4, no accumulation, 21-frame rollouts / targets, ODE grid of 16 teacher
-steps, 2 critic updates per generator update). Distillation stages load a random-weight teacher from a temporary
-checkpoint; the student (and the critic) start as copies of it, as in `make train-panworld` without `--init`.
-Random weights: speed does not depend on them, but the head gets random (not zero) weights so rollouts are not
-degenerate. Timed: `stage.train_step(step)` alone (one warm-up step, then `--steps` steps; data rendering
-included, checkpoints and logs excluded); steps draw different lengths, so the achieved rate is total FLOPs
-over total time, next to the median step time. The matmul peak (benchmarks/streaming.py's, same thread count)
-is read before and after the stages and the better read is used.
+(`for_preset(stage, "panworld")`: batch 4, no accumulation, 21-frame rollouts / targets, ODE grid of 16
+teacher steps, 2 critic updates per generator update). Distillation stages load a random-weight teacher from a
+temporary checkpoint; the student (and the critic) start as copies of it, as in `make train-panworld` without
+`--init`. Random weights: speed does not depend on them, but the head gets random (not zero) weights so
+rollouts are not degenerate. Timed: `stage.train_step(step)` alone (one warm-up step, then `--steps` steps;
+data rendering included, checkpoints and logs excluded); steps draw different lengths, so the achieved rate is
+total FLOPs over total time, next to the median step time. The matmul peak (benchmarks/streaming.py's, same
+thread count) is read before and after the stages and the better read is used.
 
 A busy machine: `cpu_s_per_wall_s` below the thread count says other processes took the cores during the timed
 steps. The `*_cpu_time` figures then time both the steps and the peak's matmuls by process CPU time / threads
@@ -18,9 +18,9 @@ instead of wall time, the better estimate of an undisturbed run with one thread 
 physical core still slows both; with several threads, spinning OpenMP workers inflate CPU time).
 
 FLOP counting (analytic, `context_forcing/model/flops.py`, as benchmarks/streaming.py): a forward pre-hook on
-every network counts each call's `forward_flops` from its actual shapes (batch, query frames, context frames of
-an AttentionContext, prompt length; attention dense over all keys, as SDPA computes it), and a hook on the text
-embedding counts `prompt_flops` per `encode_prompt`. A call made with gradients enabled on a network with
+every network counts each call's `forward_flops` from its actual shapes (batch, query frames, context frames
+of an AttentionContext, prompt length; attention dense over all keys, as SDPA computes it), and a hook on the
+text embedding counts `prompt_flops` per `encode_prompt`. A call made with gradients enabled on a network with
 trainable parameters is backpropagated, and counts 3x (forward + backward for inputs and weights); every other
 call (frozen networks, no-grad rollout steps, commit passes) counts 1x. Optimiser, EMA, norms, RoPE, the
 memory's bookkeeping and data rendering count 0: they are the overhead the peak fraction exposes.
@@ -28,14 +28,14 @@ memory's bookkeeping and data rendering count 0: they are the overhead the peak 
 Forwards per update (B = 4; sequences are [context | target] teacher-style forwards with a frame mask):
 - teacher: one trained forward over context (0..21 sampled sink/slow/fast frames) + target (3..21 frames).
 - ode-init: the student streams a real history (random length) into its memory (one no-grad commit forward per
-  chunk); the frozen teacher integrates 16 Euler steps with CFG (2 no-grad forwards each) over [memory context |
-  target (3..21 frames)]; then per target chunk, one trained student forward per student level (4) against the
-  memory, and a no-grad commit forward of the clean chunk before the next.
+  chunk); the frozen teacher integrates 16 Euler steps with CFG (2 no-grad forwards each) over
+  [memory context | target (3..21 frames)]; then per target chunk, one trained student forward per student
+  level (4) against the memory, and a no-grad commit forward of the clean chunk before the next.
 - stage1 / stage2: per critic update (2), a no-grad student rollout (per chunk: up to 4 denoising forwards and
   one commit forward, against the memory) and one trained critic forward over [memory context | target]; per
   generator update, a student rollout whose exit-step forwards of the target chunks are trained, two frozen
-  teacher forwards (CFG) and one no-grad critic forward. Stage 1 rolls out 21 frames (all target, empty teacher
-  context); stage 2 rolls out N ~ U{42..n_max(step)} frames, the last 21 the target.
+  teacher forwards (CFG) and one no-grad critic forward. Stage 1 rolls out 21 frames (all target, empty
+  teacher context); stage 2 rolls out N ~ U{42..n_max(step)} frames, the last 21 the target.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from streaming import matmul_peak_gflops  # benchmarks/ is sys.path[0] when this file runs as a script
 from torch import Tensor, nn
 
 from context_forcing.conditioning import Conditioning
@@ -61,16 +62,16 @@ from context_forcing.model.flops import forward_flops, prompt_flops
 from context_forcing.presets import get_preset
 from context_forcing.training.config import STAGES, for_preset
 from context_forcing.training.data import build_training_data
+from context_forcing.training.registry import build_stage
 from context_forcing.training.stage import Stage
-from context_forcing.training.stages import build_stage
-from streaming import matmul_peak_gflops  # benchmarks/ is sys.path[0] when this file runs as a script
 
 PRESET = "panworld"
 _FORWARD = inspect.signature(CausalVideoDiT.forward)
 
 
 class FlopMeter:
-    """Analytic FLOPs of every forward of the hooked networks, split by network and by trained / not trained."""
+    """Analytic FLOPs of every forward of the hooked networks,
+    split by network and by trained / not trained."""
 
     def __init__(self, run: RunConfig) -> None:
         self.run = run
@@ -89,7 +90,8 @@ class FlopMeter:
         lf = self.run.tokens_per_frame
         context_frames = context.length // lf if context is not None else 0
         prompt_len = call["prompt"].keys[0].shape[2]
-        self._add(name, model, forward_flops(self.run.model, x.shape[0], x.shape[1], lf, context_frames, prompt_len),
+        self._add(name, model,
+                  forward_flops(self.run.model, x.shape[0], x.shape[1], lf, context_frames, prompt_len),
                   call=True)
 
     def _add(self, name: str, model: nn.Module, flops: int, call: bool = False) -> None:
@@ -151,7 +153,8 @@ def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int) -> dict:
     """Median step time, FLOPs per step and achieved rate of `steps` updates after one warm-up update."""
     train = for_preset(name, PRESET)
     data = TimedData(build_training_data(run, train))
-    stage = build_stage(name, run, train, init=None, teacher=None if name == "teacher" else str(teacher), data=data)
+    stage = build_stage(name, run, train, init=None,
+                        teacher=None if name == "teacher" else str(teacher), data=data)
     meter = FlopMeter(run)
     for net_name, model in stage_networks(stage).items():
         meter.attach(net_name, model)
@@ -187,8 +190,10 @@ def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
-    parser.add_argument("--steps", type=int, default=3, help="timed updates per stage, after one warm-up update")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the peak is measured with them)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="timed updates per stage, after one warm-up update")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (the peak is measured with them)")
     args = parser.parse_args()
     if args.steps < 1 or args.threads < 1:
         parser.error("--steps and --threads must be >= 1")
@@ -202,7 +207,8 @@ def main() -> int:
         teacher = random_teacher(run, Path(tmp))
         for name in args.stages:
             results[name] = bench_stage(name, run, teacher, args.steps)
-    peaks.append(matmul_peak_gflops())  # the peak is the machine's: the better of two reads is the less disturbed
+    # the peak is the machine's: the better of two reads is the less disturbed
+    peaks.append(matmul_peak_gflops())
     peak = max(peaks)
     peak_cpu = matmul_peak_gflops(clock=time.process_time) * torch.get_num_threads()  # CPU s / threads
     for result in results.values():

@@ -37,30 +37,54 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="stream a long video from a (student) checkpoint")
     gen.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
-    gen.add_argument("--checkpoint", help="checkpoint or run directory (default: the preset's shipped student)")
+    gen.add_argument("--checkpoint",
+                     help="checkpoint or run directory (default: the preset's shipped student)")
     gen.add_argument("--random-weights", action="store_true",
-                     help="generate with untrained random weights (a warning; for presets without a shipped model)")
+                     help="generate with untrained random weights "
+                          "(a warning; for presets without a shipped model)")
     gen.add_argument("--prefill-seconds", type=float, default=0.0,
-                     help="commit the PanWorld episode's ground-truth opening of this length (whole chunks) before "
-                          "generating --seconds more (continuation; the video shows both)")
+                     help="commit the PanWorld episode's ground-truth opening of this length (whole chunks) "
+                          "before generating --seconds more (continuation; the video shows both)")
     gen.add_argument("--seconds", type=float, required=True, help="video length (4 latent frames per second)")
     gen.add_argument("--seed", type=int, default=0,
-                     help="noise seed and PanWorld episode seed of sample 0 (seed + b for sample b; eval episodes "
-                          "are seeds >= 1000000)")
+                     help="noise seed and PanWorld episode seed of sample 0 (seed + b for sample b; "
+                          "eval episodes are seeds >= 1000000)")
     gen.add_argument("--out", required=True, help="output .mp4 (batch samples side by side)")
-    gen.add_argument("--memory", help="memory layout, e.g. sink3-slow12-fast6:similarity0.95:bounded, window-21, full")
+    gen.add_argument("--memory",
+                     help="memory layout, e.g. sink3-slow12-fast6:similarity0.95:bounded, window-21, full")
     gen.add_argument("--batch", type=int, default=1)
     gen.add_argument("--fps", type=float, help="frames per second of the MP4 (default: the preset's)")
-    gen.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor for small frames")
+    gen.add_argument("--scale", type=int, default=1,
+                     help="nearest-neighbour upscaling factor for small frames")
     gen.add_argument("--quality", default="lossless", choices=["lossless", "compatible"],
-                     help="MP4 encoding: lossless RGB (exact; mpv/VLC/ffmpeg) or compatible yuv420p (browsers)")
+                     help="MP4 encoding: lossless RGB (exact; mpv/VLC/ffmpeg) "
+                          "or compatible yuv420p (browsers)")
     gen.add_argument("--side-by-side", action="store_true",
                      help="write each sample next to its PanWorld ground truth (generated | truth)")
+    gen.add_argument("--compare", metavar="CHECKPOINT",
+                     help="also stream this checkpoint on the same episodes, noise and opening, "
+                          "shown to the right of the first (generated | compared [| truth]); "
+                          "the report's `compare` has its figures")
+    gen.add_argument("--compare-memory", metavar="LAYOUT",
+                     help="memory layout of the --compare model (default: the one its checkpoint records)")
     gen.add_argument("--report", help="write a JSON report here")
     gen.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    from context_forcing.cli_scripted import add_scripted_arguments
+
+    add_scripted_arguments(gen)
+    from context_forcing.wan.generate_command import add_wan_arguments
+
+    add_wan_arguments(gen)
     _add_train_parser(commands)
+    from context_forcing.serve.command import add_serve_arguments
+
+    add_serve_arguments(commands.add_parser("serve", help="live sessions in a browser: steer the camera, "
+                                                          "switch prompts, watch the memory (docs/SERVE.md)"))
     _add_world_parser(commands)
     _add_eval_parsers(commands)
+    from context_forcing.wan.commands import add_wan_commands
+
+    add_wan_commands(commands)  # estimate, prepare-wan-data, import-wan, train-wan
     return parser
 
 
@@ -71,7 +95,8 @@ def _add_eval_parsers(commands: argparse._SubParsersAction) -> None:
     add_table_arguments(commands.add_parser("table", help="eval reports -> one Markdown table (and a plot)"))
     from context_forcing.eval.probe_command import add_probe_arguments
 
-    add_probe_arguments(commands.add_parser("probe-teacher", help="does a teacher checkpoint use its context?"))
+    add_probe_arguments(commands.add_parser("probe-teacher",
+                                            help="does a teacher checkpoint use its context?"))
     curves = commands.add_parser("curves", help="training curves of run directories as one PNG")
     curves.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (their metrics.jsonl)")
     curves.add_argument("--keys", default="loss,probe_gap_closed",
@@ -81,7 +106,8 @@ def _add_eval_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_world_parser(commands: argparse._SubParsersAction) -> None:
-    world = commands.add_parser("world", help="render a ground-truth PanWorld episode and its revisit schedule")
+    world = commands.add_parser("world",
+                                help="render a ground-truth PanWorld episode and its revisit schedule")
     world.add_argument("--seed", type=int, required=True, help="episode seed (>= 1000000: the eval split)")
     world.add_argument("--seconds", type=float, required=True, help="episode length (4 frames per second)")
     world.add_argument("--out", required=True, help="output .mp4")
@@ -106,8 +132,8 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--teacher", help="checkpoint or run directory of the teacher (distillation stages)")
     train.add_argument("--checkpoint-every", type=int, help="checkpoint every N updates (and at the last)")
     train.add_argument("--memory", metavar="LAYOUT",
-                       help="the student's memory layout in ode-init/stage1/stage2 (default: the preset's), e.g. "
-                            "sink3-slow12-fast6:uniform4, window-21:absolute; recorded in config.json")
+                       help="the student's memory layout in ode-init/stage1/stage2 (default: the preset's), "
+                            "e.g. sink3-slow12-fast6:uniform4, window-21:absolute; recorded in config.json")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a training setting, e.g. --set generator.lr=1e-4 (repeatable)")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -117,8 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "generate" and args.preset == "wan2.1-1.3b":
+            from context_forcing.wan.generate_command import run_wan_generate
+
+            return run_wan_generate(args)
         if args.command == "generate":
-            from context_forcing.rollout.generate import GenerateRequest, run_generate  # heavy imports: lazily
+            from context_forcing.rollout.generate import (  # heavy imports: lazily
+                GenerateRequest,
+                run_generate,
+            )
 
             request = _generate_request(args, GenerateRequest)
             return run_generate(request)
@@ -129,10 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(request)
         if args.command == "world":
             return _run_world(args)
+        if args.command == "serve":
+            from context_forcing.serve.command import run_serve
+
+            return run_serve(args)
         if args.command in ("eval", "table"):
             from context_forcing.eval.command import run_eval_command, run_table_command
 
             return (run_eval_command if args.command == "eval" else run_table_command)(args)
+        from context_forcing.wan.commands import WAN_COMMANDS, run_wan_command
+
+        if args.command in WAN_COMMANDS:
+            return run_wan_command(args)
         if args.command == "curves":
             return _run_curves(args)
         if args.command == "probe-teacher":
@@ -162,7 +203,7 @@ def _run_curves(args: argparse.Namespace) -> int:
 def _generate_request(args: argparse.Namespace, request_type: type):
     """Validate every generate flag before any work; return the request."""
     from context_forcing.io.files import check_writable
-    from context_forcing.memory.layout import parse_layout
+    from context_forcing.memory.layout import run_layout
     from context_forcing.model.checkpoint import CheckpointError, read_config
     from context_forcing.presets import get_preset
 
@@ -176,8 +217,8 @@ def _generate_request(args: argparse.Namespace, request_type: type):
 
         shipped = shipped_checkpoint(args.preset)
         if shipped is None:
-            raise UsageError(f"--checkpoint: preset {args.preset!r} ships no trained model; pass --checkpoint DIR "
-                             f"or --random-weights")
+            raise UsageError(f"--checkpoint: preset {args.preset!r} ships no trained model; "
+                             f"pass --checkpoint DIR or --random-weights")
         args.checkpoint = str(shipped)
     if args.checkpoint is not None:
         try:
@@ -188,12 +229,13 @@ def _generate_request(args: argparse.Namespace, request_type: type):
             raise UsageError(f"--checkpoint: {args.checkpoint!r} was made with preset {run.preset!r}, "
                              f"not --preset {args.preset!r}")
     if run.codec.kind != "pixel":
-        raise UsageError(f"--preset: {args.preset!r} needs the {run.codec.kind} codec, which is not available yet; "
-                         f"allowed now: presets with the pixel codec ({', '.join(p for p in PRESETS if p != 'wan2.1-1.3b')})")
+        raise UsageError(f"--preset: {args.preset!r} needs the {run.codec.kind} codec, "
+                         f"which is not available yet; allowed now: presets with the pixel codec "
+                         f"({', '.join(p for p in PRESETS if p != 'wan2.1-1.3b')})")
     seconds = _positive_float("--seconds", args.seconds)
     prefill = _prefill_frames(args.prefill_seconds, run)
     try:
-        layout = parse_layout(args.memory or run.memory.layout, run.chunk)
+        layout = run_layout(run, args.memory or None)
     except ConfigError as error:
         raise UsageError(f"--memory: {error}") from None
     batch = _positive_int("--batch", args.batch)
@@ -201,11 +243,41 @@ def _generate_request(args: argparse.Namespace, request_type: type):
     fps = _positive_float("--fps", args.fps) if args.fps is not None else float(run.video.fps)
     if args.threads is not None:
         _positive_int("--threads", args.threads)
+    compare, compare_layout = _compare_model(args, run)
+    from context_forcing.cli_scripted import scripted_inputs
+
+    prefill, opening, prompts = scripted_inputs(args, run, prefill, seconds)
     _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
-    return request_type(run=run, checkpoint=args.checkpoint, layout=layout, seconds=seconds, seed=args.seed,
+    return request_type(opening=opening, prompts=prompts, compare=compare, compare_layout=compare_layout,
+                        run=run, checkpoint=args.checkpoint, layout=layout, seconds=seconds, seed=args.seed,
                         batch=batch, out=Path(args.out), fps=fps, scale=scale,
                         report=Path(args.report) if args.report else None, threads=args.threads,
                         quality=args.quality, side_by_side=args.side_by_side, prefill_frames=prefill)
+
+
+def _compare_model(args: argparse.Namespace, run):
+    """(--compare checkpoint, its parsed memory layout), or (None, None); UsageError unless it makes the same
+    frames as the main model (same preset, chunk and video)."""
+    from context_forcing.memory.layout import run_layout
+    from context_forcing.model.checkpoint import CheckpointError, read_config
+
+    if args.compare is None:
+        if args.compare_memory is not None:
+            raise UsageError("--compare-memory: needs --compare CHECKPOINT")
+        return None, None
+    try:
+        other = read_config(args.compare)
+    except (CheckpointError, ConfigError, OSError, ValueError) as error:
+        raise UsageError(f"--compare: {error}") from None
+    if (other.preset, other.chunk, other.video) != (run.preset, run.chunk, run.video):
+        raise UsageError(f"--compare: {args.compare!r} was made with preset {other.preset!r} "
+                         f"(chunk {other.chunk}); it must generate the same frames as the main model "
+                         f"(preset {run.preset!r}, chunk {run.chunk})")
+    try:
+        layout = run_layout(other, args.compare_memory or None)
+    except ConfigError as error:
+        raise UsageError(f"--compare-memory: {error}") from None
+    return args.compare, layout
 
 
 def _prefill_frames(seconds: float, run) -> int:
@@ -254,7 +326,8 @@ def _train_request(args: argparse.Namespace):
 
 
 def _train_memory(spec: str | None, run, stage: str):
-    """The run with `--memory` as its `memory.layout` (canonical name), so config.json and checkpoints record it.
+    """The run with `--memory` as its `memory.layout` (canonical name),
+    so config.json and checkpoints record it.
 
     The student stages stream with a memory (ODE init streams the real history into it; the DMD stages roll
     out); the teacher takes its context from the context sampler (`--set context.*`), so a layout there would
@@ -323,10 +396,12 @@ def _run_world(args: argparse.Namespace) -> int:
                     ("--filmstrip", args.filmstrip, ".png")], check_writable)
     from context_forcing.data.world_video import render_world
 
-    summary = render_world(args.seed, seconds, Path(args.out), scale, Path(args.report) if args.report else None,
+    summary = render_world(args.seed, seconds, Path(args.out), scale,
+                           Path(args.report) if args.report else None,
                            args.quality, Path(args.filmstrip) if args.filmstrip else None)
-    print(f"wrote {summary['frames_written']} frames of episode {args.seed} ({summary['split']}) to {args.out}; "
-          f"{summary['revisits']} revisits, longest gap {summary['longest_gap']} frames", file=sys.stderr)
+    print(f"wrote {summary['frames_written']} frames of episode {args.seed} ({summary['split']}) "
+          f"to {args.out}; {summary['revisits']} revisits, longest gap {summary['longest_gap']} frames",
+          file=sys.stderr)
     return 0
 
 

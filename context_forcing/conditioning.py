@@ -35,7 +35,8 @@ class Conditioning:
         if (self.prompt is None) == (self.prompt_embeds is None):
             raise ValueError("Conditioning needs exactly one of prompt (B, P) ids or prompt_embeds (B, P, D)")
         if self.prompt is not None and (self.prompt.ndim != 2 or self.prompt.dtype != torch.long):
-            raise ValueError(f"prompt must be (B, P) torch.long, got {tuple(self.prompt.shape)} {self.prompt.dtype}")
+            raise ValueError(f"prompt must be (B, P) torch.long, "
+                             f"got {tuple(self.prompt.shape)} {self.prompt.dtype}")
         if self.prompt_embeds is not None and self.prompt_embeds.ndim != 3:
             raise ValueError(f"prompt_embeds must be (B, P, D), got {tuple(self.prompt_embeds.shape)}")
         b = self.batch_size
@@ -50,7 +51,8 @@ class Conditioning:
         if self.spatial_positions is not None and (
             self.spatial_positions.ndim != 4 or self.spatial_positions.shape[-1] != 2
         ):
-            raise ValueError(f"spatial_positions must be (B, F, Lf, 2), got {tuple(self.spatial_positions.shape)}")
+            raise ValueError(f"spatial_positions must be (B, F, Lf, 2), "
+                             f"got {tuple(self.spatial_positions.shape)}")
 
     @property
     def batch_size(self) -> int:

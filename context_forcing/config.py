@@ -49,12 +49,14 @@ class ModelConfig:
     sigma_data: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "out_channels", "dim", "heads", "layers", "ffn_dim", "text_dim", "freq_dim"):
+        for name in ("in_channels", "out_channels", "dim", "heads", "layers", "ffn_dim", "text_dim",
+                     "freq_dim"):
             _positive(f"model.{name}", getattr(self, name))
         _require(len(self.patch) == 3 and all(p > 0 for p in self.patch),
                  f"model.patch must be three positive ints, got {self.patch!r}")
         _require(self.patch[0] == 1, f"model.patch[0] (temporal patch) must be 1, got {self.patch[0]}")
-        _require(self.dim % self.heads == 0, f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
+        _require(self.dim % self.heads == 0,
+                 f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
         _require(self.head_dim % 2 == 0 and self.head_dim >= 6,
                  f"model.dim / model.heads must be even and >= 6 for 3-D RoPE, got {self.head_dim}")
         _require(self.freq_dim % 2 == 0, f"model.freq_dim must be even, got {self.freq_dim}")
@@ -68,8 +70,8 @@ class ModelConfig:
         # it must predict) in the patch embedding: the network can never see it
         _require(self.patch_features <= self.dim,
                  f"model.dim ({self.dim}) must be >= the numbers per token, in_channels x patch = "
-                 f"{self.in_channels} x {'x'.join(map(str, self.patch))} = {self.patch_features}; widen the model "
-                 f"or use smaller patches")
+                 f"{self.in_channels} x {'x'.join(map(str, self.patch))} = {self.patch_features}; "
+                 f"widen the model or use smaller patches")
 
     @property
     def head_dim(self) -> int:
@@ -95,7 +97,8 @@ class TextConfig:
     prompt_len: int = 4
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("attributes", "umt5"), f"text.kind must be 'attributes' or 'umt5', got {self.kind!r}")
+        _require(self.kind in ("attributes", "umt5"),
+                 f"text.kind must be 'attributes' or 'umt5', got {self.kind!r}")
         _positive("text.vocab_size", self.vocab_size)
         _positive("text.prompt_len", self.prompt_len)
 
@@ -127,7 +130,8 @@ class CodecConfig:
     weights: str | None = None  # local directory for learned codecs
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("pixel", "wan-vae"), f"codec.kind must be 'pixel' or 'wan-vae', got {self.kind!r}")
+        _require(self.kind in ("pixel", "wan-vae"),
+                 f"codec.kind must be 'pixel' or 'wan-vae', got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,8 @@ class SamplerConfig:
         _positive("sampler.num_train_timesteps", self.num_train_timesteps)
         _require(len(self.student_timesteps) >= 1, "sampler.student_timesteps must not be empty")
         _require(all(0 < t <= self.num_train_timesteps for t in self.student_timesteps),
-                 f"sampler.student_timesteps must lie in (0, {self.num_train_timesteps}], got {self.student_timesteps}")
+                 f"sampler.student_timesteps must lie in (0, {self.num_train_timesteps}], "
+                 f"got {self.student_timesteps}")
         _require(list(self.student_timesteps) == sorted(self.student_timesteps, reverse=True),
                  f"sampler.student_timesteps must decrease, got {self.student_timesteps}")
         _positive("sampler.teacher_steps", self.teacher_steps)
@@ -164,7 +169,8 @@ class MemoryConfig:
     admit_kv: str = "clean"  # 'clean' (commit pass) or 'first_pass' (official: first denoising pass)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.layout, str) and self.layout != "", "memory.layout must be a non-empty string")
+        _require(isinstance(self.layout, str) and self.layout != "",
+                 "memory.layout must be a non-empty string")
         _require(self.admit_kv in ("clean", "first_pass"),
                  f"memory.admit_kv must be 'clean' or 'first_pass', got {self.admit_kv!r}")
         _require(all(i >= 0 for i in self.summary_layers),
@@ -193,14 +199,15 @@ class RunConfig:
                  f"spatial_positions must be 'grid' or 'world', got {self.spatial_positions!r}")
         _, ph, pw = self.model.patch
         _require(self.video.latent_height % ph == 0 and self.video.latent_width % pw == 0,
-                 f"video latent size {self.video.latent_height}x{self.video.latent_width} must be divisible by "
-                 f"the patch {ph}x{pw}")
+                 f"video latent size {self.video.latent_height}x{self.video.latent_width} "
+                 f"must be divisible by the patch {ph}x{pw}")
         _require(self.text.kind != "attributes" or self.text.prompt_len > 0, "text.prompt_len must be > 0")
         _require(self.model.prediction == "velocity" or self.sampler.num_train_timesteps == 1000,
-                 f"model.prediction 'x0' reads noise levels as timesteps / 1000; sampler.num_train_timesteps must "
-                 f"be 1000, got {self.sampler.num_train_timesteps}")
+                 f"model.prediction 'x0' reads noise levels as timesteps / 1000; "
+                 f"sampler.num_train_timesteps must be 1000, got {self.sampler.num_train_timesteps}")
         _require(all(i < self.model.layers for i in self.memory.summary_layers),
-                 f"memory.summary_layers must be < model.layers ({self.model.layers}), got {self.memory.summary_layers}")
+                 f"memory.summary_layers must be < model.layers ({self.model.layers}), "
+                 f"got {self.memory.summary_layers}")
 
     @property
     def tokens_per_frame(self) -> int:

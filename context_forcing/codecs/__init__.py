@@ -1,4 +1,4 @@
-"""Latents <-> pixels behind one streaming interface: the lossless pixel codec; the Wan VAE (planned)."""
+"""Latents <-> pixels behind one streaming interface: the lossless pixel codec; the Wan VAE (`wan.vae`)."""
 
 from context_forcing.codecs.base import Codec, StreamDecoder, check_latents, check_pixels
 from context_forcing.codecs.pixel import PixelCodec, PixelStreamDecoder
@@ -26,6 +26,11 @@ def build_codec(cfg: CodecConfig, video: VideoConfig) -> Codec:
                               f"got {cfg.weights!r}")
         return PixelCodec()
     if cfg.kind == "wan-vae":
-        raise NotImplementedError("codec.kind 'wan-vae': the Wan VAE adapter is not implemented yet; "
-                                  "use codec.kind 'pixel'")
+        if cfg.weights is None:
+            raise ConfigError("codec.weights must name a local Wan2.1 VAE folder "
+                              "(AutoencoderKLWan, or a Wan2.1 diffusers folder with vae/) "
+                              "for codec.kind 'wan-vae', got None")
+        from context_forcing.wan.vae import WanVAECodec  # diffusers: imported only when used
+
+        return WanVAECodec.from_pretrained(cfg.weights)
     raise ConfigError(f"codec.kind must be 'pixel' or 'wan-vae', got {cfg.kind!r}")

@@ -1,7 +1,7 @@
-"""PanWorld episodes at a run's scale: conditioning the model takes, and ground-truth frames at its latent size."""
+"""PanWorld episodes at a run's scale: conditioning the model takes,
+and ground-truth frames at its latent size."""
 
 from __future__ import annotations
-
 
 import numpy as np
 import torch
@@ -9,11 +9,12 @@ from torch import Tensor
 
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import ConfigError, RunConfig
-from context_forcing.data.panworld import Episode, PanWorldConfig, sample_episode
+from context_forcing.data.panworld import Episode, PanWorldConfig, render_episode, sample_episode
 
 
 def area_downsample(frames: Tensor, height: int, width: int) -> Tensor:
-    """Average-pool the last two dims (..., H, W) of a float tensor to (height, width); H, W multiples of them."""
+    """Average-pool the last two dims (..., H, W) of a float tensor to (height, width);
+    H, W multiples of them."""
     h, w = frames.shape[-2:]
     if h % height or w % width:
         raise ConfigError(f"frame {h}x{w} is not a multiple of the latent size {height}x{width}")
@@ -25,13 +26,14 @@ def area_downsample(frames: Tensor, height: int, width: int) -> Tensor:
 
 
 def check_panworld_run(run: RunConfig, world: PanWorldConfig) -> None:
-    """The run can be driven by PanWorld: pixel codec, 3 channels, a latent size dividing the frame, actions."""
+    """The run can be driven by PanWorld: pixel codec, 3 channels, a latent size dividing the frame,
+    actions."""
     if run.codec.kind != "pixel" or run.model.in_channels != 3:
         raise ConfigError(f"PanWorld needs the pixel codec with 3 channels; preset {run.preset!r} has "
                           f"{run.codec.kind!r} with {run.model.in_channels}")
     if world.frame_height % run.video.latent_height or world.frame_width % run.video.latent_width:
-        raise ConfigError(f"the preset's latent frame {run.video.latent_height}x{run.video.latent_width} must "
-                          f"divide PanWorld's {world.frame_height}x{world.frame_width}")
+        raise ConfigError(f"the preset's latent frame {run.video.latent_height}x{run.video.latent_width} "
+                          f"must divide PanWorld's {world.frame_height}x{world.frame_width}")
     if run.spatial_positions == "world" and (run.video.latent_height, run.video.latent_width) != (
             world.frame_height, world.frame_width):
         raise ConfigError(f"spatial_positions 'world' needs latent frames of PanWorld's size "
@@ -54,7 +56,8 @@ def episode_conditioning(run: RunConfig, episodes: list[Episode], frames: int) -
 
 def ground_truth_pixels(run: RunConfig, episode: Episode, start: int, stop: int) -> Tensor:
     """Frames [start, stop) as uint8 (F, h, w, 3) at the run's latent size (area-downsampled if smaller)."""
-    frames = torch.from_numpy(np.ascontiguousarray(episode.render(start, stop))).float()  # (F, H, W, 3)
+    rendered = np.ascontiguousarray(render_episode(episode, start, stop))
+    frames = torch.from_numpy(rendered).float()  # (F, H, W, 3)
     small = area_downsample(frames.permute(0, 3, 1, 2), run.video.latent_height, run.video.latent_width)
     return small.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8)
 

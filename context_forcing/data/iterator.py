@@ -23,8 +23,15 @@ from torch import Tensor
 from context_forcing.codecs.pixel import PixelCodec
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import ConfigError, RunConfig
-from context_forcing.data.panworld import (SEED_RANGES, Episode, PanWorldConfig, sample_episode,
-                                           stack_conditioning)
+from context_forcing.data.panworld import (
+    SEED_RANGES,
+    Episode,
+    PanWorldConfig,
+    episode_labels,
+    render_episode,
+    sample_episode,
+    stack_conditioning,
+)
 
 _STREAM = 0x4954  # separates the iterator's random stream from PanWorld's episode streams
 
@@ -64,7 +71,8 @@ class PanWorldStream:
                  episode_frames: int = 256, spatial_positions: bool = False,
                  window_candidates: int = 1, grid: tuple[int, int] | None = None) -> None:
         self.world, self.run = world_cfg, run_cfg
-        self.grid = grid or run_cfg.token_grid  # token grid of positions and masks (a downsampling caller's own)
+        # token grid of positions and masks (a downsampling caller's own)
+        self.grid = grid or run_cfg.token_grid
         self.split, self.seed, self.step = split, seed, 0
         self.window, self.batch, self.episode_frames = window, batch, episode_frames
         self.spatial_positions, self.window_candidates = spatial_positions, window_candidates
@@ -138,8 +146,8 @@ class PanWorldStream:
         for _ in range(self.batch):
             episode = sample_episode(self.world, int(rng.integers(lo, hi)), self.episode_frames)
             start = 0 if self.history is not None else self._draw_start(rng, episode, length)
-            labels = episode.labels(start, start + length)
-            pixels.append(episode.render(start, start + length))
+            labels = episode_labels(episode, start, start + length)
+            pixels.append(render_episode(episode, start, start + length))
             conds.append(episode.conditioning(start, start + length, spatial=self.spatial_positions,
                                               grid=self.grid, prompt_len=self.run.text.prompt_len))
             critical.append(labels.token_memory_critical())
@@ -166,7 +174,8 @@ class PanWorldStream:
         starts = rng.integers(0, (self.episode_frames - length) // chunk + 1, self.window_candidates) * chunk
         if self.window_candidates == 1:
             return int(starts[0])
-        scores = [episode.labels(int(s), int(s) + length).token_memory_critical().sum() for s in starts]
+        scores = [episode_labels(episode, int(s), int(s) + length).token_memory_critical().sum()
+                  for s in starts]
         return int(starts[int(np.argmax(scores))])
 
     def _select_fields(self, cond: Conditioning) -> Conditioning:

@@ -9,19 +9,27 @@ from typing import Any
 
 import numpy as np
 
-from context_forcing.data.panworld import PanWorldConfig, revisit_schedule, sample_episode, split_of
+from context_forcing.data.panworld import (
+    PanWorldConfig,
+    episode_labels,
+    render_episode,
+    revisit_schedule,
+    sample_episode,
+    split_of,
+)
 from context_forcing.io.files import atomic_write_json
 from context_forcing.io.video import write_mp4, write_png
 
 LATENT_FRAMES_PER_SECOND = 4  # PanWorld renders one frame per latent frame
 
 
-def world_report(seed: int, seconds: float, world: PanWorldConfig | None = None) -> tuple[Any, dict[str, Any]]:
+def world_report(seed: int, seconds: float,
+                 world: PanWorldConfig | None = None) -> tuple[Any, dict[str, Any]]:
     """The episode of `seed` covering `seconds` and a JSON-ready summary of its ground truth."""
     world = world or PanWorldConfig()
     frames = max(1, math.ceil(seconds * LATENT_FRAMES_PER_SECOND - 1e-9))
     episode = sample_episode(world, seed, frames)
-    labels = episode.labels()
+    labels = episode_labels(episode)
     schedule = revisit_schedule(labels)
     report = {
         "seed": seed,
@@ -45,12 +53,13 @@ def render_world(seed: int, seconds: float, out: Path, scale: int = 1, report: P
     """Write the episode's frames (4 per second) to `out` and, optionally, the report and a filmstrip PNG
     (16 frames evenly spaced over the episode)."""
     episode, summary = world_report(seed, seconds)
-    frames = episode.render()
-    summary["frames_written"] = write_mp4(out, frames, fps=LATENT_FRAMES_PER_SECOND, scale=scale, quality=quality)
+    frames = render_episode(episode)
+    summary["frames_written"] = write_mp4(out, frames, fps=LATENT_FRAMES_PER_SECOND, scale=scale,
+                                          quality=quality)
     if filmstrip is not None:
         picked = np.linspace(0, len(frames) - 1, min(16, len(frames))).round().astype(int)
-        strip = np.concatenate([np.pad(frames[i], ((1, 1), (1, 1), (0, 0)), constant_values=255) for i in picked],
-                               axis=1)
+        strip = np.concatenate([np.pad(frames[i], ((1, 1), (1, 1), (0, 0)), constant_values=255)
+                                for i in picked], axis=1)
         write_png(filmstrip, strip.repeat(max(scale, 1), 0).repeat(max(scale, 1), 1))
     if report is not None:
         atomic_write_json(report, summary)

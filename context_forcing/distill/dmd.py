@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from context_forcing.diffusion.schedule import shift_sigma
-from context_forcing.training.config import CurriculumConfig
 
 _EPS = 1e-8  # floor of the DMD normaliser: a sample already at the teacher's x0 gets a finite (zero) step
 
@@ -74,19 +73,3 @@ def dmd_timesteps(batch: int, t_min: float, t_max: float, shift: float, generato
     """
     s = shift_sigma(torch.rand(batch, generator=generator, dtype=torch.float64), shift)
     return (s * num_train_timesteps).clamp(t_min, t_max).float()  # (B,) one t for all of a sample's frames
-
-
-def n_max(step: int, cfg: CurriculumConfig) -> int:
-    """Stage 2 curriculum: N_max rises linearly from n_max_start to n_max_end over ramp_steps, then stays."""
-    done = min(max(step, 0), cfg.ramp_steps)
-    return cfg.n_max_start + (cfg.n_max_end - cfg.n_max_start) * done // cfg.ramp_steps
-
-
-def sample_rollout_length(step: int, cfg: CurriculumConfig, chunk: int, generator: torch.Generator) -> int:
-    """Stage 2 rollout length N ~ U{n_min .. n_max(step)} restricted to whole chunks."""
-    lo = -(-cfg.n_min // chunk)  # n_min rounded up to whole chunks
-    hi = n_max(step, cfg) // chunk  # n_max rounded down
-    if hi < lo:
-        raise ValueError(f"curriculum: no multiple of the chunk ({chunk}) lies in [n_min={cfg.n_min}, "
-                         f"n_max={n_max(step, cfg)}]")
-    return chunk * int(torch.randint(lo, hi + 1, (1,), generator=generator))

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from context_forcing.data.panworld import Episode, EpisodeLabels, PanWorldConfig, sample_episode
+from context_forcing.data.panworld import (
+    Episode,
+    EpisodeLabels,
+    PanWorldConfig,
+    episode_labels,
+    render_episode,
+    sample_episode,
+)
 from context_forcing.data.panworld.episode import place_shrine, revisit_constraints
 from context_forcing.data.panworld.path import subject_visibility
 from context_forcing.data.panworld.world import pillar_columns, sample_layout, subject_sprites
@@ -95,8 +102,9 @@ def make_cases(seeds: range | list[int], seconds: float, chunk: int = 3,
     cases = []
     for seed in seeds:
         episode = sample_episode(world, seed, padded, split="eval")
-        cases.append(EvalCase(episode=episode, frames=frames, t0=t0, truth=episode.render(),
-                              chance=np.stack([chance_world(episode, d).render()
+        cases.append(EvalCase(episode=episode, frames=frames, t0=t0, truth=render_episode(episode),
+                              chance=np.stack([render_episode(chance_world(episode, d))
                                                for d in range(1, CHANCE_WORLDS + 1)]),
-                              wrong=chance_world(episode, WRONG).render(), labels=episode.labels(0, frames)))
+                              wrong=render_episode(chance_world(episode, WRONG)),
+                              labels=episode_labels(episode, 0, frames)))
     return cases

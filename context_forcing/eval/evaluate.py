@@ -81,7 +81,10 @@ def evaluate(spec: str, episodes: int, seconds: float, memory: str | None = None
     mean_fill]}; m1_memory_critical, m1_new, m2_memory_critical, memory_critical_by_split; retrieval_signal;
     per protocol: fidelity, identity, motion (+ passes), drift, drift_summary (first vs last 16 s), resets,
     cycles; drift_within_interval (P2's); bootstrap; oracles: restorable_fraction, restorable_by_gap,
-    admission_rate; models: preset, noise_seed; wall_seconds.
+    admission_rate; models: preset, noise_seed, admission_rate (admitted / candidates over every session,
+    prefill included; None without admission), admissions, candidates, cost_per_chunk {chunks, batch,
+    ms_median (a generated chunk of a whole batch), ms_per_episode_median, flops (per sample, analytic),
+    attended_frames}; wall_seconds.
     """
     tic = time.perf_counter()
     # 1. what to run
@@ -103,8 +106,12 @@ def evaluate(spec: str, episodes: int, seconds: float, memory: str | None = None
     if loaded is None:
         videos, extra = reference_videos(spec, cases, protocols)
     else:
-        videos = {p: loaded.generate(cases, p, seed, batch_size, progress) for p in protocols}
-        extra = {"memory": loaded.layout.name, "preset": loaded.run.preset, "noise_seed": seed}
+        from context_forcing.eval.protocols import StreamCost
+
+        cost = StreamCost()
+        videos = {p: loaded.generate(cases, p, seed, batch_size, progress, cost) for p in protocols}
+        extra = {"memory": loaded.layout.name, "preset": loaded.run.preset, "noise_seed": seed,
+                 **cost.summary()}
     # 4. scores, 5. spec-specific fields
     frames = eval_frames(seconds)
     report = {"model": spec, "memory": extra.pop("memory", None), "protocol": protocol, "episodes": episodes,
@@ -137,19 +144,20 @@ class LoadedModel:
     model: CausalVideoDiT
     layout: MemoryLayout
 
-    def generate(self, cases, protocol: str, seed: int, batch_size: int, progress: bool) -> list:
+    def generate(self, cases, protocol: str, seed: int, batch_size: int, progress: bool, cost=None) -> list:
         from context_forcing.eval.protocols import generate_videos
 
-        return generate_videos(self.model, self.run, cases, protocol, self.layout, seed, batch_size, progress)
+        return generate_videos(self.model, self.run, cases, protocol, self.layout, seed, batch_size,
+                               progress, cost)
 
 
 def load_for_eval(spec: str, memory: str | None, world: PanWorldConfig) -> LoadedModel:
     """Load a checkpoint or run directory; ConfigError unless it makes PanWorld frames and `memory` parses."""
     from context_forcing.eval.protocols import check_eval_run
-    from context_forcing.memory.layout import parse_layout
+    from context_forcing.memory.layout import run_layout
     from context_forcing.model.checkpoint import load_model
 
     run, model = load_model(spec)
     check_eval_run(run, world)
-    layout = parse_layout(memory if memory is not None else run.memory.layout, run.chunk)
+    layout = run_layout(run, memory)
     return LoadedModel(run, model, layout)

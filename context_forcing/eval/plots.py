@@ -32,9 +32,9 @@ def _save(fig, path: str | Path) -> None:
 
 
 def _label(report: dict) -> str:
-    memory = report.get("memory")
-    spec = str(report.get("model"))
-    return spec if not memory or spec.startswith("oracle:") else f"{spec} [{memory}]"
+    from context_forcing.eval.table import model_name
+
+    return model_name(report)
 
 
 def _revisit_line(ax, report: dict, metric: str) -> None:
@@ -51,7 +51,10 @@ def _revisit_line(ax, report: dict, metric: str) -> None:
         ys.append(cell["score"])
         below.append(max(cell["score"] - interval[0], 0.0))
         above.append(max(interval[1] - cell["score"], 0.0))
-    ax.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=_label(report))
+    # oracles: dashed, the ceilings of their memories
+    ceiling = str(report.get("model")).startswith("oracle:")
+    ax.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=_label(report),
+                linestyle="--" if ceiling else "-", alpha=0.6 if ceiling else 1.0)
 
 
 def plot_revisits(results: list[dict], path: str | Path) -> None:

@@ -23,9 +23,10 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-steps", type=int, default=20,
                         help="Euler steps of the teacher's own samples for the sharpness ratio (0: skip)")
     parser.add_argument("--levels", default="0.1",
-                        help="comma-separated low noise levels s in (0, 1) at which to report x0_error_s<s> next "
-                             "to input_error_s<s> (default 0.1)")
-    parser.add_argument("--report", help="JSON report to write (atomically); the figures are printed either way")
+                        help="comma-separated low noise levels s in (0, 1) at which to report x0_error_s<s> "
+                             "next to input_error_s<s> (default 0.1)")
+    parser.add_argument("--report",
+                        help="JSON report to write (atomically); the figures are printed either way")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
@@ -40,7 +41,8 @@ def run_probe_command(args: argparse.Namespace) -> int:
     try:
         levels = tuple(float(x) for x in args.levels.split(",") if x.strip())
     except ValueError:
-        raise ConfigError(f"--levels: got {args.levels!r}; must be comma-separated numbers in (0, 1)") from None
+        raise ConfigError(f"--levels: got {args.levels!r}; "
+                          f"must be comma-separated numbers in (0, 1)") from None
     if not all(0 < level < 1 for level in levels):
         raise ConfigError(f"--levels: got {args.levels!r}; every level must lie in (0, 1)")
     if args.threads is not None and args.threads < 1:

@@ -93,11 +93,12 @@ def oracle_plan(case: EvalCase, layout: MemoryLayout) -> OraclePlan:
 
 
 def oracle_video(case: EvalCase, plan: OraclePlan, protocol: str) -> np.ndarray:
-    """Ground truth where restorable (P2: or first seen in the frame's own chunk), the `wrong` world elsewhere.
+    """Ground truth where restorable (P2: or first seen in the frame's own chunk),
+    the `wrong` world elsewhere.
 
-    In P2 a chunk is generated jointly, so content the oracle invents (the truth) on a chunk's first sight of a
-    column stays on the chunk's later frames; those gaps are <= chunk - 1 < h, so M2 is unchanged, but without
-    this the oracle's P2 flickered where the camera explores (motion, drift, resets).
+    In P2 a chunk is generated jointly, so content the oracle invents (the truth) on a chunk's first sight of
+    a column stays on the chunk's later frames; those gaps are <= chunk - 1 < h, so M2 is unchanged, but
+    without this the oracle's P2 flickered where the camera explores (motion, drift, resets).
     """
     shown = plan.restorable.copy()  # (padded, W)
     if protocol == "p2":

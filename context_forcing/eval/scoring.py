@@ -13,9 +13,18 @@ import numpy as np
 from context_forcing.eval import dynamics
 from context_forcing.eval.cases import EvalCase
 from context_forcing.eval.identity import IDENTITY_GROUPS, identity_counts
-from context_forcing.eval.metrics import (BIN_NAMES, SPLITS, RevisitSums, bootstrap_weights, difference_interval,
-                                          NOISE_GATE, effective_context_length, percentile_interval, score_table,
-                                          sharpness)
+from context_forcing.eval.metrics import (
+    BIN_NAMES,
+    NOISE_GATE,
+    SPLITS,
+    RevisitSums,
+    bootstrap_weights,
+    difference_interval,
+    effective_context_length,
+    percentile_interval,
+    score_table,
+    sharpness,
+)
 from context_forcing.eval.references import mean_fill_video
 from context_forcing.eval.revisits import m1_sums, m2_sums
 

@@ -29,10 +29,11 @@ from torch import Tensor
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import ConfigError, RunConfig
 from context_forcing.data.episodes import episode_conditioning
-from context_forcing.data.panworld import PanWorldConfig, sample_episode
+from context_forcing.data.panworld import PanWorldConfig, render_episode, sample_episode
 from context_forcing.diffusion.samplers import euler_sample, guided
 from context_forcing.diffusion.schedule import add_noise, teacher_sigmas, timesteps_of
 from context_forcing.eval.metrics import sharpness
+from context_forcing.memory.context_sampler import SLOW_EVERY
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
 
@@ -54,8 +55,9 @@ class ProbeSet:
 
     def to(self, device: torch.device | str) -> ProbeSet:
         """The same probe on another device (the model's)."""
-        return ProbeSet(*(x.to(device) for x in (self.context, self.context_cond, self.target, self.target_cond,
-                                                   self.noise, self.copy_last, self.oracle_copy)))
+        return ProbeSet(*(x.to(device) for x in (self.context, self.context_cond, self.target,
+                                                   self.target_cond, self.noise, self.copy_last,
+                                                   self.oracle_copy)))
 
     def inputs(self, with_context: bool) -> TeacherInputs:
         b, n = self.context.shape[:2]
@@ -67,8 +69,10 @@ class ProbeSet:
                               self.context_cond.frames(slice(0, 0)), self.target, self.target_cond)
 
 
-def memory_frames(history: int, sink: int = 3, slow: int = 12, fast: int = 6, slow_every: int = 6) -> list[int]:
-    """Frame indices of a memory-shaped context before frame `history`: sink, slow (sparse), fast, in time order."""
+def memory_frames(history: int, sink: int = 3, slow: int = 12, fast: int = 6,
+                  slow_every: int = SLOW_EVERY) -> list[int]:
+    """Frame indices of a memory-shaped context before frame `history`:
+    sink, slow (sparse), fast, in time order."""
     if history < sink + fast:
         raise ConfigError(f"probe history ({history}) must be >= sink + fast ({sink + fast})")
     fast_frames = list(range(history - fast, history))
@@ -76,7 +80,8 @@ def memory_frames(history: int, sink: int = 3, slow: int = 12, fast: int = 6, sl
     return list(range(sink)) + sorted(slow_frames) + fast_frames
 
 
-def _oracle_copy(camera_x: np.ndarray, frames: np.ndarray, context: list[int], targets: list[int]) -> np.ndarray:
+def _oracle_copy(camera_x: np.ndarray, frames: np.ndarray, context: list[int],
+                 targets: list[int]) -> np.ndarray:
     """Per target pixel column, that world column from the most recent context frame showing it (else the
     last context frame's column). frames: (F, H, W, 3) float; returns (T, H, W, 3)."""
     width = frames.shape[2]
@@ -96,10 +101,12 @@ def _oracle_copy(camera_x: np.ndarray, frames: np.ndarray, context: list[int], t
 
 def build_probe_set(run: RunConfig, episodes: int = 16, history: int = 90, seed: int = EVAL_SEED,
                     world: PanWorldConfig | None = None) -> ProbeSet:
-    """Probe inputs from eval episodes seed .. seed + episodes - 1 (one chunk of target after `history` frames)."""
+    """Probe inputs from eval episodes seed .. seed + episodes - 1
+    (one chunk of target after `history` frames)."""
     world = world or PanWorldConfig()
     if (run.video.latent_height, run.video.latent_width) != (world.frame_height, world.frame_width):
-        raise ConfigError(f"probe-teacher needs PanWorld-size latents {world.frame_height}x{world.frame_width}, "
+        raise ConfigError(f"probe-teacher needs PanWorld-size latents "
+                          f"{world.frame_height}x{world.frame_width}, "
                           f"got {run.video.latent_height}x{run.video.latent_width} (preset {run.preset!r})")
     if history % run.chunk:
         raise ConfigError(f"probe history ({history}) must be a whole number of chunks ({run.chunk})")
@@ -108,8 +115,9 @@ def build_probe_set(run: RunConfig, episodes: int = 16, history: int = 90, seed:
     targets = list(range(history, total))
     eps = [sample_episode(world, seed + i, total, split="eval") for i in range(episodes)]
     cond = episode_conditioning(run, eps, total)
-    pixels = [e.render(0, total).astype(np.float32) for e in eps]  # (F, H, W, 3) each
-    oracle = np.stack([_oracle_copy(e.camera_x.astype(np.int64), p, context, targets) for e, p in zip(eps, pixels)])
+    pixels = [render_episode(e, 0, total).astype(np.float32) for e in eps]  # (F, H, W, 3) each
+    oracle = np.stack([_oracle_copy(e.camera_x.astype(np.int64), p, context, targets)
+                       for e, p in zip(eps, pixels)])
     latents = torch.from_numpy(np.stack(pixels)).permute(0, 1, 4, 2, 3) / PX - 1  # (B, F, C, H, W)
     noise = torch.randn(latents[:, history:].shape, generator=torch.Generator().manual_seed(seed))
     index = torch.tensor(context)
@@ -154,14 +162,15 @@ def probe_teacher(model: CausalVideoDiT, run: RunConfig, probe: ProbeSet, sample
         figures[f"x0_error_s{level:g}"] = _px_error(x0, probe.target)
         figures[f"input_error_s{level:g}"] = _px_error(x_s, probe.target)
     span = figures["copy_last"] - figures["oracle_copy"]
-    figures["gap_closed"] = (figures["copy_last"] - figures["x0_error_context"]) / span if span > 0 else float("nan")
+    figures["gap_closed"] = ((figures["copy_last"] - figures["x0_error_context"]) / span if span > 0
+                             else float("nan"))
     if sample_steps:
         inputs = probe.inputs(True)
         weight = run.sampler.guidance if guidance is None else guidance
         sample = euler_sample(lambda x, s: _velocity(model, inputs, x, s, weight), probe.noise,
                               teacher_sigmas(sample_steps, run.sampler.shift)).clamp(-1, 1)
         as_pixels = lambda x: ((x + 1) * PX).permute(0, 1, 3, 4, 2).cpu().numpy()  # noqa: E731
-        figures["sample_sharpness_ratio"] = sharpness(as_pixels(sample)) / max(sharpness(as_pixels(probe.target)),
-                                                                                 1e-9)
+        figures["sample_sharpness_ratio"] = (sharpness(as_pixels(sample))
+                                             / max(sharpness(as_pixels(probe.target)), 1e-9))
         figures["sample_error"] = _px_error(sample, probe.target)
     return figures

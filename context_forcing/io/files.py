@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +85,25 @@ def atomic_write(path: PathLike) -> Iterator[Path]:
         commit_temp(temp, path)
     except BaseException:  # includes KeyboardInterrupt: Ctrl-C must not leave a partial file either
         discard_temp(temp)
+        raise
+
+
+@contextmanager
+def atomic_directory(directory: PathLike) -> Iterator[Path]:
+    """Yield a fresh hidden directory beside `directory` to fill; on success it replaces `directory` (an
+    existing one is removed first), on any exception it is removed and `directory` is left as it was."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

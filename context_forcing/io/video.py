@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from numbers import Integral, Real
 from fractions import Fraction
+from numbers import Integral, Real
 from pathlib import Path
 from types import TracebackType
 

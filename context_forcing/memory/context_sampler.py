@@ -13,7 +13,26 @@ from dataclasses import dataclass
 
 import torch
 
-from context_forcing.training.config import ContextSamplerConfig
+from context_forcing.config import _require
+
+SLOW_EVERY = 6  # one slow latent per 1.5 s (6 latent frames), as in the official teacher
+
+
+@dataclass(frozen=True)
+class ContextSamplerConfig:
+    """The model-free context sampler for real data (DESIGN.md section 7)."""
+
+    sink: int = 3
+    max_slow: int = 12
+    slow_every: int = SLOW_EVERY  # jittered
+    max_fast: int = 6
+    p_empty: float = 0.1  # probability of an empty context (Stage 1's short windows stay in distribution)
+
+    def __post_init__(self) -> None:
+        for name in ("sink", "max_slow", "max_fast"):
+            _require(getattr(self, name) >= 0, f"context.{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.slow_every >= 1, f"context.slow_every must be >= 1, got {self.slow_every}")
+        _require(0 <= self.p_empty <= 1, f"context.p_empty must lie in [0, 1], got {self.p_empty}")
 
 
 @dataclass(frozen=True)

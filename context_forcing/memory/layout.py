@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from context_forcing.config import ConfigError
+from context_forcing.config import ConfigError, RunConfig
 
 POLICY_KINDS = ("similarity", "uniform", "none")
 REFERENCES = ("previous", "last_admitted")
 ADMIT_FRAMES = ("first", "all")
 POSITIONS = ("bounded", "absolute")
+ADMIT_KV = ("clean", "first_pass")
 
 GRAMMAR = ("allowed: full | window-N | sinkS-windowW | sinkS-slowC-fastL, sizes multiples of the chunk; "
            "slow layouts may add :similarity<tau> | :uniform<k> | :none, :ref-previous | :ref-last-admitted, "
@@ -50,9 +51,12 @@ class AdmissionPolicy:
         _check(self.kind in POLICY_KINDS, f"policy.kind must be one of {POLICY_KINDS}, got {self.kind!r}")
         _check(isinstance(self.tau, (int, float)) and 0.0 < self.tau <= 1.0,
                f"policy.tau must be in (0, 1], got {self.tau!r}")
-        _check(isinstance(self.every, int) and self.every >= 1, f"policy.every must be >= 1, got {self.every!r}")
-        _check(self.reference in REFERENCES, f"policy.reference must be one of {REFERENCES}, got {self.reference!r}")
-        _check(self.frames in ADMIT_FRAMES, f"policy.frames must be one of {ADMIT_FRAMES}, got {self.frames!r}")
+        _check(isinstance(self.every, int) and self.every >= 1,
+               f"policy.every must be >= 1, got {self.every!r}")
+        _check(self.reference in REFERENCES,
+               f"policy.reference must be one of {REFERENCES}, got {self.reference!r}")
+        _check(self.frames in ADMIT_FRAMES,
+               f"policy.frames must be one of {ADMIT_FRAMES}, got {self.frames!r}")
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -79,6 +83,9 @@ class MemoryLayout:
     chunk: int  # c: latent frames generated together
     policy: AdmissionPolicy = NO_ADMISSION
     positions: str = "bounded"  # "bounded" (anchored at budget - 1) | "absolute" (the ablation)
+    # K/V a frame entering slow memory keeps: the "clean" commit pass's or the "first_pass" of its chunk's
+    # denoising (the official code's); config key memory.admit_kv, not part of the name
+    admit_kv: str = "clean"
 
     def __post_init__(self) -> None:
         c = self.chunk
@@ -88,15 +95,18 @@ class MemoryLayout:
         _check(isinstance(self.slow, int) and self.slow >= 0, f"slow must be >= 0, got {self.slow!r}")
         if self.fast is None:
             # `full` keeps everything in fast; a sink or slow part would have nothing to hold
-            _check(self.sink == 0 and self.slow == 0, "an unbounded fast part (full) takes no sink or slow part")
+            _check(self.sink == 0 and self.slow == 0,
+                   "an unbounded fast part (full) takes no sink or slow part")
         else:
             _check(isinstance(self.fast, int) and self.fast >= c,
-                   f"fast/window must hold at least one chunk ({c} frames, the current chunk), got {self.fast!r}")
+                   f"fast/window must hold at least one chunk ({c} frames, the current chunk), "
+                   f"got {self.fast!r}")
             _check(self.fast % c == 0, f"fast/window must be a multiple of the chunk {c}, got {self.fast!r}")
         if self.slow == 0:
             _check(self.policy == NO_ADMISSION,
                    f"an admission policy or ref/admit option needs a slow part, got {self.policy.tokens}")
         _check(self.positions in POSITIONS, f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        _check(self.admit_kv in ADMIT_KV, f"memory.admit_kv must be one of {ADMIT_KV}, got {self.admit_kv!r}")
 
     @property
     def budget(self) -> int | None:
@@ -115,7 +125,7 @@ class MemoryLayout:
 
     @property
     def name(self) -> str:
-        """Canonical name; `parse_layout(layout.name, layout.chunk) == layout`."""
+        """Canonical name; `parse_layout(layout.name, layout.chunk, layout.admit_kv) == layout`."""
         if self.fast is None:
             base = "full"
         elif self.slow == 0:
@@ -126,7 +136,15 @@ class MemoryLayout:
         return ":".join((base, *options, self.positions))
 
 
-def parse_layout(spec: str, chunk: int) -> MemoryLayout:
+def run_layout(run: RunConfig, spec: str | None = None) -> MemoryLayout:
+    """The memory a run streams with: its `memory.layout` (or `spec`, a --memory flag) and `memory.admit_kv`.
+
+    The one place a run's configuration becomes a `MemoryLayout`; everything downstream takes the value.
+    """
+    return parse_layout(run.memory.layout if spec is None else spec, run.chunk, run.memory.admit_kv)
+
+
+def parse_layout(spec: str, chunk: int, admit_kv: str = "clean") -> MemoryLayout:
     """Parse a layout name (DESIGN.md section 5 grammar) for chunks of `chunk` frames."""
     if not isinstance(spec, str):
         raise ConfigError(f"memory layout must be a string, got {spec!r}; {GRAMMAR}")
@@ -143,7 +161,7 @@ def parse_layout(spec: str, chunk: int) -> MemoryLayout:
         if form == "slow":
             policy = AdmissionPolicy(**{**options.get("policy", {"kind": "similarity"}),
                                         **options.get("ref", {}), **options.get("admit", {})})
-        return MemoryLayout(sink, slow, fast, chunk, policy, options.get("positions", "bounded"))
+        return MemoryLayout(sink, slow, fast, chunk, policy, options.get("positions", "bounded"), admit_kv)
     except ConfigError as error:
         raise ConfigError(f"bad memory layout {spec!r} (chunk {chunk}): {error}; {GRAMMAR}") from None
 

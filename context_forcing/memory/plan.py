@@ -57,7 +57,8 @@ def chunk_frames(layout: MemoryLayout, table: MemoryTable) -> tuple[int, ...]:
 
 
 def positions_for(layout: MemoryLayout, table: MemoryTable) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Temporal positions of (context in attention order, chunk): bounded anchoring of DESIGN.md section 5.2."""
+    """Temporal positions of (context in attention order, chunk):
+    bounded anchoring of DESIGN.md section 5.2."""
     chunk = chunk_frames(layout, table)
     if not layout.bounded:
         # `absolute` (the ablation) and `full` (no budget) keep absolute frame indices
@@ -109,7 +110,8 @@ def commit_chunk(layout: MemoryLayout, table: MemoryTable) -> tuple[MemoryTable,
     return new_table, candidates
 
 
-def admit(layout: MemoryLayout, table: MemoryTable, candidate: tuple[int, ...], decision: bool) -> MemoryTable:
+def admit(layout: MemoryLayout, table: MemoryTable, candidate: tuple[int, ...],
+          decision: bool) -> MemoryTable:
     """Admit a leaving candidate chunk into slow memory, or drop it (5.5); slow evicts oldest first."""
     if not decision or not layout.admits or not candidate:
         return table

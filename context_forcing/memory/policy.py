@@ -35,7 +35,8 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a64, b64) / norms)
 
 
-def decide(policy: AdmissionPolicy, state: AdmissionState, summary: torch.Tensor) -> tuple[bool, AdmissionState]:
+def decide(policy: AdmissionPolicy, state: AdmissionState,
+           summary: torch.Tensor) -> tuple[bool, AdmissionState]:
     """Admit one candidate or not: `similarity` (the paper's cos < tau test), `uniform` or `none`."""
     if summary.dim() != 1:
         raise ValueError(f"summary must be a 1-D tensor, got shape {tuple(summary.shape)}")

@@ -21,7 +21,8 @@ class ReferenceMemory:
         self.frames: list[dict[int, tuple[Tensor, Tensor, Tensor]]] = [{} for _ in range(batch)]
         self.rope_theta = rope_theta
 
-    def commit(self, chunk_frames: list[tuple[int, ...]], kv: list[tuple[Tensor, Tensor]], spatial: Tensor) -> None:
+    def commit(self, chunk_frames: list[tuple[int, ...]], kv: list[tuple[Tensor, Tensor]],
+               spatial: Tensor) -> None:
         """kv: per layer (B, c * Lf, H, hd) un-rotated; spatial (B, c, Lf, 2)."""
         for b, frames in enumerate(chunk_frames):
             c = len(frames)
@@ -50,7 +51,8 @@ class ReferenceMemory:
             per_sample_k.append(torch.stack(ks + [zero] * pad, dim=1))  # (layers, n, Lf, H, hd)
             per_sample_v.append(torch.stack(vs + [zero] * pad, dim=1))
             valid.append([True] * len(ks) + [False] * pad)
-        k = torch.stack(per_sample_k, dim=1).flatten(2, 3).transpose(2, 3).to(dtype)  # (layers, B, H, n*Lf, hd)
+        # (layers, B, H, n*Lf, hd)
+        k = torch.stack(per_sample_k, dim=1).flatten(2, 3).transpose(2, 3).to(dtype)
         v = torch.stack(per_sample_v, dim=1).flatten(2, 3).transpose(2, 3).to(dtype)
         lf = k.shape[3] // n
         mask = torch.tensor(valid).repeat_interleave(lf, dim=1)

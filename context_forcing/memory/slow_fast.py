@@ -7,6 +7,7 @@ fast and decides admission to slow memory once for all layers.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -30,49 +31,79 @@ class FrameInputs:
     spatial: Tensor
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdmissionEvent:
     sample: int
     candidate: tuple[int, ...]
     admitted: bool
 
 
+RECENT_EVENTS = 16  # admission events a sample's stats keep (counters cover the whole video)
+
+
 @dataclass
 class MemoryStats:
-    """Counters across the memory's life, for reports."""
+    """Admission counters over a memory's life and its latest events, for reports: O(1) in video length."""
 
     candidates: int = 0
     admissions: int = 0
-    events: list[AdmissionEvent] = field(default_factory=list)
+    recent: deque[AdmissionEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+
+    def add(self, event: AdmissionEvent) -> None:
+        self.candidates += 1
+        self.admissions += int(event.admitted)
+        self.recent.append(event)
+
+
+@dataclass
+class SampleMemory:
+    """Everything the memory knows about one sample besides the slot store's tensors."""
+
+    table: MemoryTable = field(default_factory=MemoryTable)  # which frame sits in which part
+    admission: AdmissionState = field(default_factory=AdmissionState)  # what the policy remembers
+    slots: dict[int, int] = field(default_factory=dict)  # frame -> slot of the store
+    first_pass: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)  # first_pass: frame -> K/V
+    stats: MemoryStats = field(default_factory=MemoryStats)
 
 
 class SlowFastMemory:
-    """K/V cache with sink, similarity-gated slow memory and fast memory, bounded positions."""
+    """K/V cache with sink, similarity-gated slow memory and fast memory, bounded positions.
 
-    def __init__(self, layout: MemoryLayout, shape: StoreShape, batch: int, summary_layers: tuple[int, ...] = (),
-                 admit_kv: str = "clean", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    Per sample one `SampleMemory` record (`samples[b]`); the K/V and per-frame fields of all samples in one
+    `SlotStore`. `layout.admit_kv` says which K/V a frame entering slow memory keeps.
+    """
+
+    def __init__(self, layout: MemoryLayout, shape: StoreShape, batch: int,
+                 summary_layers: tuple[int, ...] = (), device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
         self.layout = layout
         self.shape = shape
         self.batch = batch
         self.summary_layers = tuple(summary_layers) or tuple(range(shape.layers))
-        self.admit_kv = admit_kv
         capacity = layout.budget if layout.budget is not None else 8 * layout.chunk
         self.store = SlotStore(shape, batch, capacity, device, dtype)
-        self.tables = [MemoryTable() for _ in range(batch)]
-        self.admission = [AdmissionState() for _ in range(batch)]
-        self.slots: list[dict[int, int]] = [{} for _ in range(batch)]  # per sample: frame -> slot
-        self.first_pass: list[dict[int, tuple[Tensor, Tensor]]] = [{} for _ in range(batch)]
-        self.stats = MemoryStats()
+        self.samples = [SampleMemory() for _ in range(batch)]
+
+    @property
+    def tables(self) -> list[MemoryTable]:
+        """Each sample's table, a new list (to change a table, set `samples[b].table`)."""
+        return [s.table for s in self.samples]
+
+    @property
+    def stats(self) -> MemoryStats:
+        """Admission counters summed over the samples (recent events: see each sample's stats)."""
+        return MemoryStats(sum(s.stats.candidates for s in self.samples),
+                           sum(s.stats.admissions for s in self.samples))
 
     # ---- planning -------------------------------------------------------------------------------------
 
     @property
     def next_frame(self) -> int:
-        return self.tables[0].next_frame
+        return self.samples[0].table.next_frame
 
     def plan(self) -> list[ChunkPlan]:
         """One plan per sample for the next chunk (pure function of each sample's table)."""
-        return [plan_chunk(self.layout, table) for table in self.tables]
+        return [plan_chunk(self.layout, s.table) for s in self.samples]
 
     def context(self, model: torch.nn.Module, plans: list[ChunkPlan]) -> AttentionContext | None:
         """Gather the planned frames' K/V (padded across samples) and rotate them at their plan positions."""
@@ -84,16 +115,15 @@ class SlowFastMemory:
         return model.prepare_context(fields["keys"], fields["values"], temporal, fields["spatial"], valid)
 
     def _padded(self, plans: list[ChunkPlan], n: int) -> tuple[Tensor, Tensor, Tensor]:
-        slots = torch.zeros(self.batch, n, dtype=torch.long)
-        temporal = torch.zeros(self.batch, n)
-        valid = torch.zeros(self.batch, n, dtype=torch.bool)
-        for b, plan in enumerate(plans):
-            k = len(plan.frames)
-            slots[b, :k] = torch.tensor([self.slots[b][f] for f in plan.frames], dtype=torch.long)
-            temporal[b, :k] = torch.tensor(plan.positions, dtype=torch.float32)
-            valid[b, :k] = True
+        """(slots, temporal positions, valid), each (B, n), of the planned context frames, zero-padded."""
+        pad = [n - len(p.frames) for p in plans]
+        slots = [[s.slots[f] for f in p.frames] + [0] * k for s, p, k in zip(self.samples, plans, pad)]
+        temporal = [[float(x) for x in p.positions] + [0.0] * k for p, k in zip(plans, pad)]
+        valid = [[True] * len(p.frames) + [False] * k for p, k in zip(plans, pad)]
         device = self.store.device
-        return slots.to(device), temporal.to(device), valid.to(device)
+        return (torch.tensor(slots, dtype=torch.long, device=device),
+                torch.tensor(temporal, dtype=torch.float32, device=device),
+                torch.tensor(valid, dtype=torch.bool, device=device))
 
     def context_frames(self, plans: list[ChunkPlan]) -> tuple[dict[str, Tensor], Tensor] | None:
         """Stored latents and per-frame conditioning of the planned context, padded: (fields, valid (B, n)).
@@ -115,14 +145,15 @@ class SlowFastMemory:
         keys = torch.stack([k for k, _ in kv]).unflatten(2, (c, -1))  # (layers, B, c, Lf, H, hd)
         values = torch.stack([v for _, v in kv]).unflatten(2, (c, -1))
         summary_keys = keys
-        if self.admit_kv == "first_pass":
+        if self.layout.admit_kv == "first_pass":
             if first_pass_kv is None:
                 raise ValueError("memory.admit_kv='first_pass' needs the first denoising pass's K/V")
             summary_keys = torch.stack([k for k, _ in first_pass_kv]).unflatten(2, (c, -1))
             self._keep_first_pass(first_pass_kv)
         summary = self._summaries(summary_keys)  # (B, c, S)
         slots = self._allocate_chunk()
-        self.store.write(slots, keys, values, frames.latents, frames.actions, frames.pose, frames.spatial, summary)
+        self.store.write(slots, keys, values, frames.latents, frames.actions, frames.pose,
+                         frames.spatial, summary)
         events = []
         for b in range(self.batch):
             events.extend(self._leave_and_admit(b))
@@ -137,52 +168,52 @@ class SlowFastMemory:
         """Free slots for the chunk's frames, per sample: (B, c)."""
         c = self.layout.chunk
         out = torch.zeros(self.batch, c, dtype=torch.long)
-        for b in range(self.batch):
-            used = set(self.slots[b].values())
-            needed = len(used) + c
-            self.store.ensure_capacity(needed)
+        for b, sample in enumerate(self.samples):
+            used = set(sample.slots.values())
+            self.store.ensure_capacity(len(used) + c)
             free = [s for s in range(self.store.capacity) if s not in used][:c]
-            start = self.tables[b].next_frame
+            start = sample.table.next_frame
             for i, slot in enumerate(free):
-                self.slots[b][start + i] = slot
+                sample.slots[start + i] = slot
             out[b] = torch.tensor(free)
         return out.to(self.store.device)
 
     def _leave_and_admit(self, b: int) -> list[AdmissionEvent]:
-        table, candidates = commit_chunk(self.layout, self.tables[b])
+        sample = self.samples[b]
+        table, candidates = commit_chunk(self.layout, sample.table)
         events = []
         for candidate in candidates:
-            summary = self.store.summary[b, [self.slots[b][f] for f in candidate]].mean(dim=0)
-            admitted, self.admission[b] = decide(self.layout.policy, self.admission[b], summary)
+            summary = self.store.summary[b, [sample.slots[f] for f in candidate]].mean(dim=0)
+            admitted, sample.admission = decide(self.layout.policy, sample.admission, summary)
             table = admit(self.layout, table, candidate, admitted)
-            self.stats.candidates += 1
-            self.stats.admissions += int(admitted)
             events.append(AdmissionEvent(b, candidate, admitted))
-            self.stats.events.append(events[-1])
-        self.tables[b] = table
+            sample.stats.add(events[-1])
+        sample.table = table
         self._release(b)
         return events
 
     def _release(self, b: int) -> None:
-        """Free the slots of frames the table no longer references; swap in first-pass K/V for new slow frames."""
-        table = self.tables[b]
+        """Free the slots of frames the table no longer references;
+        swap in first-pass K/V for new slow frames."""
+        sample = self.samples[b]
+        table = sample.table
         kept = set(table.sink) | set(table.slow) | set(table.fast)
-        for frame in list(self.slots[b]):
+        for frame in list(sample.slots):
             if frame not in kept:
-                del self.slots[b][frame]
-        if self.admit_kv == "first_pass":
+                del sample.slots[frame]
+        if self.layout.admit_kv == "first_pass":
             for frame in table.slow:
-                if frame in self.first_pass[b]:
-                    self.store.write_kv(b, self.slots[b][frame], *self.first_pass[b].pop(frame))
-            for frame in list(self.first_pass[b]):
+                if frame in sample.first_pass:
+                    self.store.write_kv(b, sample.slots[frame], *sample.first_pass.pop(frame))
+            for frame in list(sample.first_pass):
                 if frame not in kept:
-                    del self.first_pass[b][frame]
+                    del sample.first_pass[frame]
 
     def _keep_first_pass(self, kv: list[tuple[Tensor, Tensor]]) -> None:
         c = self.layout.chunk
         keys = torch.stack([k for k, _ in kv]).unflatten(2, (c, -1)).detach()
         values = torch.stack([v for _, v in kv]).unflatten(2, (c, -1)).detach()
-        for b in range(self.batch):
-            start = self.tables[b].next_frame
+        for b, sample in enumerate(self.samples):
+            start = sample.table.next_frame
             for i in range(c):
-                self.first_pass[b][start + i] = (keys[:, b, i], values[:, b, i])
+                sample.first_pass[start + i] = (keys[:, b, i], values[:, b, i])

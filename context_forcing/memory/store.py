@@ -25,7 +25,8 @@ class StoreShape:
 
 
 class SlotStore:
-    """Tensors indexed by (sample, slot); grows by doubling when `capacity` is exceeded (the `full` layout)."""
+    """Tensors indexed by (sample, slot); grows by doubling when `capacity` is exceeded
+    (the `full` layout)."""
 
     def __init__(self, shape: StoreShape, batch: int, capacity: int, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
@@ -61,8 +62,9 @@ class SlotStore:
 
     def write(self, sample_slots: Tensor, keys: Tensor, values: Tensor, latents: Tensor, actions: Tensor,
               pose: Tensor, spatial: Tensor, summary: Tensor) -> None:
-        """Write n frames per sample at slots (B, n): keys/values (layers, B, n, Lf, H, hd), latents (B, n, C, H, W),
-        actions (B, n, A), pose (B, n, 1), spatial (B, n, Lf, 2), summary (B, n, S). Stored detached."""
+        """Write n frames per sample at slots (B, n): keys/values (layers, B, n, Lf, H, hd), latents
+        (B, n, C, H, W), actions (B, n, A), pose (B, n, 1), spatial (B, n, Lf, 2),
+        summary (B, n, S). Stored detached."""
         rows = torch.arange(self.batch, device=sample_slots.device)[:, None]
         self.keys[:, rows, sample_slots] = keys.detach().to(self.dtype)
         self.values[:, rows, sample_slots] = values.detach().to(self.dtype)

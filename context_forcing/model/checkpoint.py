@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from context_forcing.config import RunConfig
+from context_forcing.io.files import atomic_directory
 from context_forcing.model.dit import CausalVideoDiT
 
 CONFIG_FILE = "config.json"
@@ -40,8 +40,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{path}: 'latest' points to {target}, which is not a checkpoint")
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
-    raise CheckpointError(f"{path}: neither a checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a run directory "
-                          f"(with a '{LATEST_FILE}' file)")
+    raise CheckpointError(f"{path}: neither a checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE}) "
+                          f"nor a run directory (with a '{LATEST_FILE}' file)")
 
 
 def read_config(path: str | os.PathLike) -> RunConfig:
@@ -50,7 +50,8 @@ def read_config(path: str | os.PathLike) -> RunConfig:
     return RunConfig.from_dict(json.loads((checkpoint / CONFIG_FILE).read_text()))
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[RunConfig, CausalVideoDiT]:
+def load_model(path: str | os.PathLike,
+               device: torch.device | str = "cpu") -> tuple[RunConfig, CausalVideoDiT]:
     """Rebuild the model from a checkpoint or run directory with no other input."""
     checkpoint = resolve_checkpoint(path)
     run = read_config(checkpoint)
@@ -59,33 +60,23 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches
-        raise CheckpointError(f"{checkpoint}: weights do not match its config: {str(error).splitlines()[-1]}") from None
+        raise CheckpointError(f"{checkpoint}: weights do not match its config: "
+                              f"{str(error).splitlines()[-1]}") from None
     if missing or unexpected:
-        raise CheckpointError(f"{checkpoint}: weights do not match its config (missing {sorted(missing)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]})")
+        raise CheckpointError(f"{checkpoint}: weights do not match its config "
+                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
     return run, model.to(device)
 
 
 def save_checkpoint(directory: str | os.PathLike, run: RunConfig, model_state: dict[str, torch.Tensor],
                     write_extra: Callable[[Path], None] | None = None) -> Path:
     """Write a checkpoint atomically; `write_extra(tmp_dir)` may add files (e.g. training_state/)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_directory(directory) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(run.to_dict(), indent=2) + "\n")
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / WEIGHTS_FILE))
         if write_extra is not None:
             write_extra(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory)
 
 
 def point_latest(run_dir: str | os.PathLike, checkpoint: str | os.PathLike) -> None:

@@ -19,8 +19,13 @@ from torch import Tensor, nn
 
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import ModelConfig, TextConfig
-from context_forcing.model.attention import (AttentionContext, CrossAttention, PromptContext, SelfAttention,
-                                             attention_mask)
+from context_forcing.model.attention import (
+    AttentionContext,
+    CrossAttention,
+    PromptContext,
+    SelfAttention,
+    attention_mask,
+)
 from context_forcing.model.rope import apply_rope, grid_positions, rope_rotation
 from context_forcing.text.attributes import AttributeEncoder
 
@@ -34,7 +39,8 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 def pose_features(pose: Tensor, freqs: int) -> Tensor:
-    """sin/cos features of the absolute pose (B, F, 1) at geometric periods 2..2^freqs -> (B, F, 2 * freqs)."""
+    """sin/cos features of the absolute pose (B, F, 1) at geometric periods 2..2^freqs ->
+    (B, F, 2 * freqs)."""
     scales = 2.0 * math.pi / (2.0 ** torch.arange(1, freqs + 1, dtype=torch.float32, device=pose.device))
     args = pose.float() * scales
     return torch.cat([args.sin(), args.cos()], dim=-1)
@@ -80,14 +86,16 @@ class Block(nn.Module):
         self.self_attn = SelfAttention(cfg.dim, cfg.heads, cfg.eps)
         self.cross_attn = CrossAttention(cfg.dim, cfg.heads, cfg.eps)
         self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
-        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)  # pre-FFN (diffusers: norm3)
+        # pre-FFN (diffusers: norm3)
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
         self.norm3 = nn.LayerNorm(cfg.dim, eps=cfg.eps)  # pre-cross-attention, affine (diffusers: norm2)
         self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
                                  nn.Linear(cfg.ffn_dim, cfg.dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
 
     def prompt_kv(self, text: Tensor) -> tuple[Tensor, Tensor]:
-        """This block's cross-attention K/V of the embedded prompt (a block method, so FSDP2 can unshard it)."""
+        """This block's cross-attention K/V of the embedded prompt
+        (a block method, so FSDP2 can unshard it)."""
         return self.cross_attn.prompt_kv(text)
 
     def forward(self, x: Tensor, e: Tensor, rope: Tensor, prompt: tuple[Tensor, Tensor],
@@ -95,7 +103,8 @@ class Block(nn.Module):
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x (B, F * Lf, D); e (B, F, 6, D) per-frame timestep projection."""
         frames = e.shape[1]
-        shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation[:, None] + e).unbind(2)  # (B, F, D) each
+        # (B, F, D) each
+        shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation[:, None] + e).unbind(2)
 
         def modulate(h: Tensor, sh: Tensor, sc: Tensor) -> Tensor:
             h = h.unflatten(1, (frames, -1))  # (B, F, Lf, D)
@@ -133,9 +142,11 @@ class CausalVideoDiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
-        self.prompt_encoder = AttributeEncoder(text, cfg.text_dim) if text and text.kind == "attributes" else None
+        self.prompt_encoder = (AttributeEncoder(text, cfg.text_dim) if text and text.kind == "attributes"
+                               else None)
         self.patch_embedding = nn.Linear(cfg.patch_features, d)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"),
+                                            nn.Linear(d, d))
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.frame_embedding = None
@@ -164,7 +175,8 @@ class CausalVideoDiT(nn.Module):
             for module in seq:
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=0.02)
-        nn.init.zeros_(self.head.head.weight)  # start as the zero output (velocity or x0 correction), as Wan does
+        # start as the zero output (velocity or x0 correction), as Wan does
+        nn.init.zeros_(self.head.head.weight)
         if self.frame_embedding is not None:
             # zero: actions and pose start as a no-op, so Wan weights (which have none) behave unchanged
             nn.init.zeros_(self.frame_embedding[-1].weight)
@@ -184,7 +196,8 @@ class CausalVideoDiT(nn.Module):
         return PromptContext([k for k, _ in kv], [v for _, v in kv])
 
     def frame_conditioning(self, cond: Conditioning | None, batch: int, frames: int) -> Tensor | None:
-        """Per-frame conditioning vector (B, F, action_dim + 2 * pose_freqs), or None when the model has none."""
+        """Per-frame conditioning vector (B, F, action_dim + 2 * pose_freqs),
+        or None when the model has none."""
         if self.frame_embedding is None:
             return None
         parts = []
@@ -219,7 +232,8 @@ class CausalVideoDiT(nn.Module):
         valid: (B, n) frames that exist (padding for samples with fewer slow frames).
         """
         layers, b, n, lf, heads, hd = keys.shape
-        rotation = rope_rotation(temporal, spatial, hd, self.cfg.rope_theta, keys.dtype)  # (B, n * Lf, 1, hd/2)
+        # (B, n * Lf, 1, hd/2)
+        rotation = rope_rotation(temporal, spatial, hd, self.cfg.rope_theta, keys.dtype)
         k = apply_rope(keys.reshape(layers, b, n * lf, heads, hd), rotation)
         k = k.transpose(2, 3)  # (layers, B, H, n * Lf, hd)
         v = values.reshape(layers, b, n * lf, heads, hd).transpose(2, 3)

@@ -27,8 +27,8 @@ def forward_flops(cfg: ModelConfig, batch: int, frames: int, tokens_per_frame: i
     time = frames * 2 * (cfg.freq_dim * d + d * d + 6 * d * d)
     if cfg.frame_cond_dim:
         time += frames * 2 * (cfg.frame_cond_dim * d + d * d)
-    return batch * (layers + embed + time) + attention_flops(cfg, batch, frames, tokens_per_frame, context_frames,
-                                                             prompt_len)
+    return batch * (layers + embed + time) + attention_flops(cfg, batch, frames, tokens_per_frame,
+                                                             context_frames, prompt_len)
 
 
 def attention_flops(cfg: ModelConfig, batch: int, frames: int, tokens_per_frame: int, context_frames: int = 0,

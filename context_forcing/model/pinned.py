@@ -2,7 +2,8 @@
 records, so that a change to weights, names or numerics cannot land unnoticed (tests/shipped/).
 
 Teacher: probe-teacher's `x0_error_context` on the first PINNED_EPISODES eval episodes (no sampling).
-Student: the short P1 eval's `continuation_mae` (px) on PINNED_EPISODES eval episodes of PINNED_SECONDS.
+Students (and baselines): the short P1 eval's `continuation_mae` (px) on PINNED_EPISODES eval episodes of
+PINNED_SECONDS, with the memory layout the checkpoint records.
 The card holds them in a fenced JSON block after the heading "## Pinned figure".
 """
 
@@ -20,7 +21,7 @@ PINNED_SECONDS = 16.0
 
 def pinned_figure(checkpoint: str | Path, role: str) -> dict[str, float]:
     """Compute the role's pinned figure (float32 on the CPU) for a checkpoint directory."""
-    from context_forcing.memory.layout import parse_layout
+    from context_forcing.memory.layout import run_layout
     from context_forcing.model.checkpoint import load_model
 
     run, model = load_model(checkpoint)  # float32, whatever the stored dtype
@@ -32,8 +33,7 @@ def pinned_figure(checkpoint: str | Path, role: str) -> dict[str, float]:
             return {"x0_error_context": figures["x0_error_context"]}
         from context_forcing.eval.student_probe import probe_student
 
-        figures = probe_student(model, run, parse_layout(run.memory.layout, run.chunk), PINNED_EPISODES,
-                                PINNED_SECONDS)
+        figures = probe_student(model, run, run_layout(run), PINNED_EPISODES, PINNED_SECONDS)
         return {"continuation_mae": figures["continuation_mae"]}
 
 

@@ -46,7 +46,8 @@ def rope_angles(temporal: Tensor, spatial: Tensor, head_dim: int, theta: float,
     return angles.reshape(b, f * lf, -1)
 
 
-def rope_rotation(temporal: Tensor, spatial: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> Tensor:
+def rope_rotation(temporal: Tensor, spatial: Tensor, head_dim: int, theta: float,
+                  dtype: torch.dtype) -> Tensor:
     """Unit complex rotations (B, L, 1, head_dim / 2), angles computed in float64 for accuracy.
 
     Complex64 for fp32 (complex128 for fp64) so that `apply_rope` is one complex multiply.
@@ -57,7 +58,8 @@ def rope_rotation(temporal: Tensor, spatial: Tensor, head_dim: int, theta: float
 
 
 def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
-    """Rotate interleaved channel pairs (x[2i], x[2i+1]) of x (B, L, H, head_dim) by rotation (B, L, 1, head_dim / 2).
+    """Rotate interleaved channel pairs (x[2i], x[2i+1]) of x (B, L, H, head_dim) by rotation
+    (B, L, 1, head_dim / 2).
 
     Out of place, so it is safe under autograd. Half-precision inputs (no complex type) take the real path.
     """

@@ -17,12 +17,13 @@ from safetensors.torch import load_file
 from context_forcing.model.checkpoint import WEIGHTS_FILE, read_config, resolve_checkpoint, save_checkpoint
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-ROLES = ("student", "teacher")
+# the Context Forcing student and its teacher; baselines trained at the same budget (docs/RESULTS.md)
+ROLES = ("student", "teacher", "self-forcing-style", "longlive-style")
 CARD_FILE = "README.md"
 
 
 def shipped_checkpoint(preset: str, role: str = "student") -> Path | None:
-    """The shipped checkpoint of a preset and role (`student` or `teacher`), None when there is none."""
+    """The shipped checkpoint of a preset and role (one of ROLES), None when there is none."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     path = SHIPPED_DIR / preset / role
@@ -31,8 +32,8 @@ def shipped_checkpoint(preset: str, role: str = "student") -> Path | None:
 
 def export_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
                       dtype: torch.dtype = torch.float16) -> Path:
-    """Copy a checkpoint's config and (EMA) weights, cast to `dtype`, into a checkpoint directory (atomically);
-    a model card (README.md) already at the destination is kept."""
+    """Copy a checkpoint's config and (EMA) weights, cast to `dtype`, into a checkpoint directory
+    (atomically); a model card (README.md) already at the destination is kept."""
     checkpoint = resolve_checkpoint(source)
     run = read_config(checkpoint)
     weights = {k: v.to(dtype) if v.is_floating_point() else v

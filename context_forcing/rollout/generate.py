@@ -20,6 +20,7 @@ from context_forcing.memory.layout import MemoryLayout
 from context_forcing.model.checkpoint import load_model
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.report import session_report
+from context_forcing.rollout.scripted import PromptSwitch, apply_due_switches
 from context_forcing.rollout.session import StreamingSession
 
 
@@ -39,6 +40,11 @@ class GenerateRequest:
     quality: str = "lossless"
     side_by_side: bool = False  # each sample next to its PanWorld ground truth
     prefill_frames: int = 0  # ground-truth opening committed before generating (whole chunks)
+    # --continue: (prefill_frames, h, w, 3) uint8 committed instead of the truth
+    opening: torch.Tensor | None = None
+    prompts: tuple[PromptSwitch, ...] = ()  # --prompts: timed prompt switches (rollout/scripted.py)
+    compare: str | None = None  # a second checkpoint streamed on the same episodes, shown beside the first
+    compare_layout: MemoryLayout | None = None  # its memory (default: the one its checkpoint records)
 
 
 def latent_frames_for(seconds: float, run: RunConfig) -> int:
@@ -72,34 +78,52 @@ def run_generate(request: GenerateRequest) -> int:
     cond = episode_conditioning(run, episodes, chunks * run.chunk)
     codec = build_codec(run.codec, run.video)
     session = StreamingSession(model, run, cond, seed=request.seed, layout=request.layout, codec=codec)
+    sessions = [session]
+    if request.compare is not None:  # same episodes, noise and opening; its own weights and memory
+        compare_run, compare_model = load_model(request.compare)
+        sessions.append(StreamingSession(compare_model.eval(), compare_run, cond, seed=request.seed,
+                                         layout=request.compare_layout, codec=build_codec(compare_run.codec,
+                                                                                          compare_run.video)))
     per_latent = run.video.pixel_frames_per_latent
     written, tic = 0, time.perf_counter()
     with VideoWriter(request.out, fps=request.fps, scale=request.scale, quality=request.quality) as writer, \
             tqdm(total=chunks, desc="generate", unit="chunk", file=sys.stderr) as bar:
 
-        def write(pixels: torch.Tensor) -> None:  # (B, t, H, W, 3) uint8
+        def write(panels: list[torch.Tensor]) -> None:  # per session (B, t, H, W, 3) uint8
             nonlocal written
-            pixels = pixels[:, :max(0, frames * per_latent - written)]  # trim the last chunk to the request
+            keep = max(0, frames * per_latent - written)  # trim the last chunk to the request
+            panels = [p[:, :keep] for p in panels]
+            t = panels[0].shape[1]
             if request.side_by_side:
                 start = written // per_latent
-                truth = [ground_truth_pixels(run, e, start, start + pixels.shape[1]) for e in episodes]
-                pixels = torch.stack([torch.cat([p, t], dim=2) for p, t in zip(pixels, truth)])
-            writer.write(torch.cat(list(pixels), dim=2))  # samples side by side
-            written += pixels.shape[1]
+                panels.append(torch.stack([ground_truth_pixels(run, e, start, start + t) for e in episodes]))
+            # samples side by side
+            writer.write(torch.cat([torch.cat(list(p), dim=2) for p in zip(*panels)], dim=2))
+            written += t
 
         if prefill:
-            opening = torch.stack([ground_truth_pixels(run, e, 0, prefill) for e in episodes])  # (B, F, h, w, 3)
-            session.prefill(codec.encode(opening))
-            write(opening)
+            # (B, F, h, w, 3)
+            opening = torch.stack([ground_truth_pixels(run, e, 0, prefill) for e in episodes]) \
+                if request.opening is None else request.opening.expand(request.batch, -1, -1, -1, -1)
+            for s in sessions:
+                s.prefill(codec.encode(opening))
+            write([opening] * len(sessions))
             bar.update(prefill // run.chunk)
-        for chunk in session.stream(frames):
-            write(chunk.pixels)
+        switched = [apply_due_switches(s, list(request.prompts), 0) for s in sessions]
+        for chunks in zip(*(s.stream(frames) for s in sessions)):
+            write([c.pixels for c in chunks])
             bar.update(1)
+            switched = [apply_due_switches(s, list(request.prompts), n) for s, n in zip(sessions, switched)]
     wall = time.perf_counter() - tic
     report = session_report(session, frames, written, wall)
     report["checkpoint"] = str(request.checkpoint) if request.checkpoint is not None else "random"
     report["prefill_frames"] = prefill
+    report["prompt_switches"] = [{"at": p.at, "frame": p.frame, "policy": p.policy} for p in request.prompts]
+    if request.compare is not None:
+        report["compare"] = session_report(sessions[1], frames, written, wall)
+        report["compare"]["checkpoint"] = str(request.compare)
     if request.report is not None:
         atomic_write_json(request.report, report)
-    print(f"wrote {written} frames ({report['seconds']:.2f} s) to {request.out} in {wall:.1f} s", file=sys.stderr)
+    print(f"wrote {written} frames ({report['seconds']:.2f} s) to {request.out} in {wall:.1f} s",
+          file=sys.stderr)
     return 0

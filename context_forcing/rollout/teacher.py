@@ -1,4 +1,5 @@
-"""`teacher_inputs`: the teacher forward's sequence [context (clean) | target (noisy)] (DESIGN.md section 4.3).
+"""`teacher_inputs`: the teacher forward's sequence [context (clean) | target (noisy)]
+(DESIGN.md section 4.3).
 
 Context frames attend frame-causally to the context (never to the target); target frames attend to the
 whole context and bidirectionally among themselves. Temporal positions are contiguous from 0 over the
@@ -31,7 +32,8 @@ class TeacherInputs:
         return self.context_valid.shape[1]
 
     def timesteps(self, target_timesteps: Tensor) -> Tensor:
-        """Per-frame timesteps (B, n + T): 0 for the clean context, the given (B, T) or (B,) for the target."""
+        """Per-frame timesteps (B, n + T): 0 for the clean context,
+        the given (B, T) or (B,) for the target."""
         b, n, t = self.latents.shape[0], self.num_context, self.num_target
         target = target_timesteps.reshape(b, -1).expand(b, t).to(self.latents.dtype)
         return torch.cat([target.new_zeros(b, n), target], dim=1)
@@ -56,7 +58,8 @@ def teacher_inputs(context_latents: Tensor, context_valid: Tensor, context_cond:
     causal = idx[None, :] <= idx[:, None]  # j <= i
     sees = (is_target[:, None] | causal) & (~is_target[None, :] | is_target[:, None])  # (F, F)
     frame_mask = sees[None] & valid[:, None, :]  # nobody sees padding
-    frame_mask = frame_mask | (torch.eye(n + t, dtype=torch.bool, device=valid.device)[None] & ~valid[:, :, None])
+    frame_mask = frame_mask | (torch.eye(n + t, dtype=torch.bool, device=valid.device)[None]
+                               & ~valid[:, :, None])
     latents = torch.cat([context_latents, target_latents], dim=1)
     cond = concat_frames([context_cond, target_cond]) if n else target_cond
     return TeacherInputs(latents, temporal, cond, frame_mask, context_valid, t)

@@ -1,9 +1,9 @@
 """Student rollouts for training (Self Forcing style), through the same chunk step as streaming.
 
 Each chunk runs the few-step sampler up to its exit step; only the exit step's prediction keeps gradient
-(when the chunk carries gradient at all); the clean commit pass writes detached K/V into the memory. The memory
-follows the layout given (every option: sizes, policy, reference, frames per admission, positions) and
-`run.memory.admit_kv` (`first_pass`: slow memory takes the first denoising pass's K/V, as in streaming). The
+(when the chunk carries gradient at all); the clean commit pass writes detached K/V into the memory. The
+memory follows the layout given (every option: sizes, policy, reference, frames per admission, positions,
+`admit_kv`: with `first_pass` slow memory takes the first denoising pass's K/V, as in streaming). The
 teacher's context for contextual DMD is the student's own memory as it stood for the first target chunk.
 """
 
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import RunConfig
-from context_forcing.diffusion.schedule import add_noise, student_sigmas, timesteps_of, x0_from_velocity
+from context_forcing.diffusion.schedule import student_sigmas
+from context_forcing.memory.factory import frame_inputs, new_memory
 from context_forcing.memory.layout import MemoryLayout
 from context_forcing.memory.plan import ChunkPlan
 from context_forcing.memory.slow_fast import SlowFastMemory
 from context_forcing.model.dit import CausalVideoDiT
-from context_forcing.rollout.chunk_step import ChunkInputs, commit_pass, frame_inputs, new_memory
+from context_forcing.rollout.chunk_step import ChunkInputs, commit_pass, denoise_chunk
 from context_forcing.rollout.teacher import memory_teacher_context
 
 
@@ -32,13 +32,15 @@ class RolloutResult:
     latents: Tensor  # (B, F, C, H, W); frames of gradient chunks carry the graph of their exit step
     grad_frames: Tensor  # (B, F) bool: frames whose prediction carries gradient
     exit_steps: list[int]  # per chunk: the sampler step the chunk stopped at
-    context: tuple[Tensor, Tensor, Conditioning] | None  # teacher context at `context_chunk` (latents, valid, cond)
+    # teacher context at `context_chunk` (latents, valid, cond)
+    context: tuple[Tensor, Tensor, Conditioning] | None
     context_plans: list[ChunkPlan] | None
     memory: SlowFastMemory
 
 
-def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout, cond: Conditioning, num_frames: int,
-                    generator: torch.Generator, grad_from_chunk: int = 0, exit_step: str = "shared",
+def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout, cond: Conditioning,
+                    num_frames: int, generator: torch.Generator, grad_from_chunk: int = 0,
+                    exit_step: str = "shared",
                     context_chunk: int | None = None, grad: bool = True,
                     sample_generators: list[torch.Generator] | None = None) -> RolloutResult:
     """Roll the student out for `num_frames` (whole chunks) with its memory.
@@ -55,7 +57,7 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
     sigmas = student_sigmas(run.sampler.student_timesteps, run.sampler.shift, run.sampler.num_train_timesteps)
     sigmas = sigmas.to(device)
     memory = new_memory(run, layout, b, device)
-    first_pass = run.memory.admit_kv == "first_pass"
+    first_pass = layout.admit_kv == "first_pass"
     shape = (b, c, run.model.in_channels, run.video.latent_height, run.video.latent_width)
     shared_exit = int(torch.randint(len(sigmas), (1,), generator=generator))
 
@@ -75,39 +77,23 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
             context, context_plans = memory_teacher_context(memory, plans, cond), plans
         trains = grad and index >= grad_from_chunk
         exit_at = len(sigmas) - 1 if index < grad_from_chunk else (
-            shared_exit if exit_step == "shared" else int(torch.randint(len(sigmas), (1,), generator=generator)))
+            shared_exit if exit_step == "shared"
+            else int(torch.randint(len(sigmas), (1,), generator=generator)))
         chunk_cond = cond.frames(slice(index * c, index * c + c))
         temporal = torch.tensor([p.chunk_positions for p in plans], dtype=torch.float32, device=device)
         with torch.no_grad():
             ctx = memory.context(model, plans)
         inputs = ChunkInputs(prompt_grad if trains else prompt_nograd, temporal, chunk_cond, ctx)
-        x0, first_kv = _denoise_to_exit(model, inputs, sigmas, exit_at, shape, noise, trains, run, first_pass)
+        with contextlib.nullcontext() if trains else torch.no_grad():  # only the exit step keeps its graph
+            x0, first_kv = denoise_chunk(model, inputs, noise(), sigmas, lambda _: noise(),
+                                         run.sampler.num_train_timesteps, first_pass, exit_step=exit_at)
         with torch.no_grad():
-            memory.commit(commit_pass(model, ChunkInputs(prompt_nograd, temporal, chunk_cond, ctx), x0.detach()),
-                          frame_inputs(model, run, x0.detach(), chunk_cond), first_kv)
+            memory.commit(
+                commit_pass(model, ChunkInputs(prompt_nograd, temporal, chunk_cond, ctx), x0.detach()),
+                frame_inputs(model, run, x0.detach(), chunk_cond), first_kv)
         outputs.append(x0)
         grad_masks.append(torch.full((b, c), trains, dtype=torch.bool, device=device))
         exits.append(exit_at)
-    return RolloutResult(torch.cat(outputs, 1), torch.cat(grad_masks, 1), exits, context, context_plans, memory)
+    return RolloutResult(torch.cat(outputs, 1), torch.cat(grad_masks, 1), exits, context,
+                         context_plans, memory)
 
-
-def _denoise_to_exit(model: CausalVideoDiT, inputs: ChunkInputs, sigmas: Tensor, exit_at: int, shape: tuple,
-                     noise: Callable[[], Tensor], trains: bool, run: RunConfig, capture_first_kv: bool = False
-                     ) -> tuple[Tensor, list[tuple[Tensor, Tensor]] | None]:
-    """Few-step sampling that stops at step `exit_at` and returns its x0 (only that step records a graph) and,
-    when `capture_first_kv`, the first pass's detached per-layer K/V (memory.admit_kv = first_pass)."""
-    x = noise()
-    x0, first_kv = x, None
-    for i in range(exit_at + 1):
-        level = sigmas[i].expand(shape[:2])
-        keep_graph = trains and i == exit_at
-        want_kv = capture_first_kv and i == 0
-        with contextlib.nullcontext() if keep_graph else torch.no_grad():
-            out = model(x, timesteps_of(level, run.sampler.num_train_timesteps), inputs.prompt, inputs.temporal,
-                        inputs.cond, context=inputs.context, return_kv=want_kv)
-            x0 = x0_from_velocity(x, out.velocity, level)
-        if want_kv:
-            first_kv = [(k.detach(), v.detach()) for k, v in out.kv]
-        if i < exit_at:
-            x = add_noise(x0, noise(), sigmas[i + 1])
-    return x0, first_kv

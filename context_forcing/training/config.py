@@ -1,4 +1,5 @@
-"""Training configuration: one frozen, validated dataclass per component, per-preset defaults, `--set` overrides.
+"""Training configuration: one frozen, validated dataclass per component, per-preset defaults,
+`--set` overrides.
 
 Defaults follow the paper and the official code (reference/context_forcing.md) at paper scale; `for_preset`
 scales sizes down for the CPU presets. The resolved `TrainConfig` is written into every run directory.
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from context_forcing.config import ConfigError, _require
+from context_forcing.memory.context_sampler import ContextSamplerConfig
 
 STAGES = ("teacher", "ode-init", "stage1", "stage2")
 
@@ -58,23 +60,6 @@ class ErftConfig:
 
 
 @dataclass(frozen=True)
-class ContextSamplerConfig:
-    """The model-free context sampler for real data (DESIGN.md section 7)."""
-
-    sink: int = 3
-    max_slow: int = 12
-    slow_every: int = 6  # one slow latent per 1.5 s (6 latent frames), jittered
-    max_fast: int = 6
-    p_empty: float = 0.1  # probability of an empty context (Stage 1's short windows stay in distribution)
-
-    def __post_init__(self) -> None:
-        for name in ("sink", "max_slow", "max_fast"):
-            _require(getattr(self, name) >= 0, f"context.{name} must be >= 0, got {getattr(self, name)}")
-        _require(self.slow_every >= 1, f"context.slow_every must be >= 1, got {self.slow_every}")
-        _require(0 <= self.p_empty <= 1, f"context.p_empty must lie in [0, 1], got {self.p_empty}")
-
-
-@dataclass(frozen=True)
 class DmdConfig:
     """Distribution matching distillation (DMD2 / Self Forcing) settings."""
 
@@ -83,6 +68,10 @@ class DmdConfig:
     t_max: float = 980.0
     critic_ratio: int = 5  # critic updates per generator update
     exit_step: str = "shared"  # "shared" across the chunks of a rollout | "per_chunk"
+    # What teacher and critic see before the target: "memory" (contextual DMD: the student's memory as it
+    # stood) | "none" (LongLive-style streaming long tuning: a short-window teacher sees the
+    # target window only)
+    teacher_context: str = "memory"
 
     def __post_init__(self) -> None:
         _require(self.guidance >= 0, f"dmd.guidance must be >= 0, got {self.guidance}")
@@ -91,6 +80,8 @@ class DmdConfig:
         _require(self.critic_ratio >= 1, f"dmd.critic_ratio must be >= 1, got {self.critic_ratio}")
         _require(self.exit_step in ("shared", "per_chunk"),
                  f"dmd.exit_step must be 'shared' or 'per_chunk', got {self.exit_step!r}")
+        _require(self.teacher_context in ("memory", "none"),
+                 f"dmd.teacher_context must be 'memory' or 'none', got {self.teacher_context!r}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +95,8 @@ class CurriculumConfig:
     target: int = 21  # the last `target` frames are the DMD target
 
     def __post_init__(self) -> None:
-        _require(0 < self.target <= self.n_min, f"curriculum.target must lie in (0, n_min], got {self.target}")
+        _require(0 < self.target <= self.n_min,
+                 f"curriculum.target must lie in (0, n_min], got {self.target}")
         _require(self.n_min <= self.n_max_start <= self.n_max_end,
                  f"curriculum needs n_min <= n_max_start <= n_max_end, got {self.n_min}, {self.n_max_start}, "
                  f"{self.n_max_end}")
@@ -123,7 +115,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 0  # older checkpoints beyond the newest N are deleted (0: keep all) ...
     keep_every: int = 0  # ... except those at multiples of this step (0: none kept for that reason)
-    probe_every: int = 0  # log the stage's probe (teacher: probe-teacher's figures) every N updates (0: never)
+    # log the stage's probe (teacher: probe-teacher's figures) every N updates (0: never)
+    probe_every: int = 0
     probe_episodes: int = 8  # eval episodes of that probe
     log_every: int = 1
     ema_decay: float = 0.99
@@ -149,14 +142,19 @@ class TrainConfig:
                      "ode_steps"):
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _require(self.probe_every >= 0 and self.probe_episodes >= 1,
-                 f"probe_every must be >= 0 and probe_episodes >= 1, got {self.probe_every}, {self.probe_episodes}")
+                 f"probe_every must be >= 0 and probe_episodes >= 1, "
+                 f"got {self.probe_every}, {self.probe_episodes}")
         _require(self.keep_checkpoints >= 0 and self.keep_every >= 0,
-                 f"keep_checkpoints and keep_every must be >= 0, got {self.keep_checkpoints}, {self.keep_every}")
+                 f"keep_checkpoints and keep_every must be >= 0, "
+                 f"got {self.keep_checkpoints}, {self.keep_every}")
         _require(0 <= self.ema_decay < 1, f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         _require(self.ema_start >= 0, f"ema_start must be >= 0, got {self.ema_start}")
-        _require(0 <= self.prompt_dropout < 1, f"prompt_dropout must lie in [0, 1), got {self.prompt_dropout}")
-        _require(self.timestep_shift >= 0, f"timestep_shift must be >= 0 (0: the sampler's), got {self.timestep_shift}")
-        _require(self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        _require(0 <= self.prompt_dropout < 1,
+                 f"prompt_dropout must lie in [0, 1), got {self.prompt_dropout}")
+        _require(self.timestep_shift >= 0,
+                 f"timestep_shift must be >= 0 (0: the sampler's), got {self.timestep_shift}")
+        _require(self.precision in ("fp32", "bf16"),
+                 f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -198,7 +196,8 @@ def _set(obj: Any, path: list[str], text: str, full_key: str) -> Any:
         raise ConfigError(f"--set {full_key}: unknown key {name!r}; allowed here: {allowed}")
     hint = hints[name]
     if dataclasses.is_dataclass(hint):
-        _require(len(path) > 1, f"--set {full_key}: {name} is a group; set one of its fields ({name}.FIELD=...)")
+        _require(len(path) > 1,
+                 f"--set {full_key}: {name} is a group; set one of its fields ({name}.FIELD=...)")
         return replace(obj, **{name: _set(getattr(obj, name), path[1:], text, full_key)})
     _require(len(path) == 1, f"--set {full_key}: {name} has no sub-keys")
     return replace(obj, **{name: _parse_value(hint, text, full_key)})
@@ -208,7 +207,8 @@ def _parse_value(hint: Any, text: str, key: str) -> Any:
     try:
         if hint is bool:
             lowered = text.lower()
-            _require(lowered in ("true", "false", "1", "0"), f"--set {key}: expected true/false, got {text!r}")
+            _require(lowered in ("true", "false", "1", "0"),
+                     f"--set {key}: expected true/false, got {text!r}")
             return lowered in ("true", "1")
         if hint is int:
             return int(text)
@@ -242,7 +242,10 @@ def for_preset(stage: str, preset: str) -> TrainConfig:
     else:
         base = replace(base, steps=500, dmd=replace(base.dmd, guidance=6.0))
     if preset == "wan2.1-1.3b":
-        return base
+        # paper scale: torchrun + FSDP2 with bf16 mixed precision (fp32 master weights, gradients and
+        # reduction) and activation checkpointing, as the official 8-GPU runs
+        # (batch 1 x accumulation 8 x 8 GPUs)
+        return replace(base, precision="bf16", activation_checkpointing=True)
     small = replace(
         base, batch=4, accumulation=1, ema_start=20, checkpoint_every=25, ode_steps=16, keep_checkpoints=2,
         keep_every=500, erft=replace(base.erft, bank_size=64, groups=10, warmup_steps=1000),
@@ -252,12 +255,15 @@ def for_preset(stage: str, preset: str) -> TrainConfig:
     small = replace(small, generator=replace(small.generator, lr=lrs[stage]),
                     critic=replace(small.critic, lr=lrs[stage] * 2))
     if preset == "tiny":
-        return replace(small, steps=4, batch=2, checkpoint_every=2, ema_start=1, ode_steps=4, rollout_frames=6,
-                       keep_checkpoints=0, keep_every=0, erft=replace(small.erft, warmup_steps=0),
+        return replace(small, steps=4, batch=2, checkpoint_every=2, ema_start=1, ode_steps=4,
+                       rollout_frames=6, keep_checkpoints=0, keep_every=0,
+                       erft=replace(small.erft, warmup_steps=0),
                        curriculum=CurriculumConfig(n_min=12, n_max_start=12, n_max_end=18, ramp_steps=4,
                                                    target=6),
                        context=replace(small.context, max_slow=4, max_fast=6))
     # training curves that say whether it learns: the teacher probe (8 episodes) or a 4-episode P1 eval
-    probe = dict(probe_every=250, probe_episodes=8) if stage == "teacher" else dict(probe_every=100, probe_episodes=4)
+    probe = (dict(probe_every=250, probe_episodes=8) if stage == "teacher"
+             else dict(probe_every=100, probe_episodes=4))
     return replace(small, rollout_frames=21, **probe,
-                   curriculum=CurriculumConfig(n_min=42, n_max_start=42, n_max_end=84, ramp_steps=300, target=21))
+                   curriculum=CurriculumConfig(n_min=42, n_max_start=42, n_max_end=84,
+                                               ramp_steps=300, target=21))

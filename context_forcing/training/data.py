@@ -1,4 +1,5 @@
-"""Training data for every stage: PanWorld episodes from their first frame, at the run's latent size.
+"""Training data for every stage: the contract stages draw from (`TrainingData`) and its PanWorld source,
+episodes from their first frame at the run's latent size.
 
 Presets whose latent frames are smaller than PanWorld's 32x32 (the `tiny` test preset) get the frames
 area-downsampled, so every preset trains on the same world.
@@ -7,7 +8,7 @@ area-downsampled, so every preset trains on the same world.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -18,6 +19,24 @@ from context_forcing.data.iterator import PanWorldStream
 from context_forcing.data.panworld import PanWorldConfig
 from context_forcing.training.config import TrainConfig
 from context_forcing.training.distributed import local_samples, world_size
+
+
+class TrainingData(Protocol):
+    """What stages draw from; resumable through a small state dict."""
+
+    def next_conditioning(self, frames: int) -> Conditioning:
+        """Conditioning of a batch for `frames` latent frames from episode starts (DMD needs no video)."""
+        ...
+
+    def next_clip(self, frames: int) -> tuple[Tensor, Conditioning]:
+        """Real latents (B, frames, C, H, W) from episode starts and their conditioning."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
 
 
 class PanWorldTrainingData:
@@ -42,8 +61,9 @@ class PanWorldTrainingData:
 
     def _stream(self, frames: int) -> PanWorldStream:
         if frames not in self._streams:
-            self._streams[frames] = PanWorldStream(self.world, self.render_run, self.split, self.seed, window=frames,
-                                                   batch=self.batch * world_size(), history=(0, 0),
+            self._streams[frames] = PanWorldStream(self.world, self.render_run, self.split, self.seed,
+                                                   window=frames, batch=self.batch * world_size(),
+                                                   history=(0, 0),
                                                    spatial_positions=self.run.spatial_positions == "world",
                                                    episode_frames=max(self.episode_frames, frames),
                                                    grid=self.run.token_grid)
@@ -53,9 +73,10 @@ class PanWorldTrainingData:
         """Latents (B, frames, 3, h, w) in [-1, 1] from episode starts, and their conditioning."""
         batch = self._stream(frames).batch_at(self.step)
         self.step += 1
-        mine = slice(self.samples.start, self.samples.stop)
-        latents = area_downsample(batch.latents[mine], self.run.video.latent_height, self.run.video.latent_width)
-        return latents, batch.cond.select(mine)
+        local = slice(self.samples.start, self.samples.stop)
+        video = self.run.video
+        latents = area_downsample(batch.latents[local], video.latent_height, video.latent_width)
+        return latents, batch.cond.select(local)
 
     def next_conditioning(self, frames: int) -> Conditioning:
         """Conditioning only (DMD stages learn from the teacher, not from videos)."""

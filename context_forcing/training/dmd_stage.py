@@ -5,7 +5,7 @@ generator update: the student rolls out with its memory (gradient only at each c
 teacher (guided) and the critic score its target frames given the same context, and the DMD loss pulls the
 student toward the teacher. Stage 1: 21-frame rollouts, empty teacher context. Stage 2: N ~ U{n_min..n_max(t)}
 frames, chunks before the target without gradient, teacher and critic see the student's own memory as it
-stood for the first target chunk.
+stood for the first target chunk (`dmd.teacher_context` "none": the target window only, LongLive-style).
 """
 
 from __future__ import annotations
@@ -16,34 +16,36 @@ from torch import Tensor
 from context_forcing.config import RunConfig
 from context_forcing.diffusion.samplers import guided
 from context_forcing.diffusion.schedule import add_noise, x0_from_velocity
-from context_forcing.distill.dmd import (dmd_gradient, dmd_loss, dmd_timesteps, flow_matching_loss,
-                                         sample_rollout_length)
-from context_forcing.memory.layout import parse_layout
+from context_forcing.distill.dmd import dmd_gradient, dmd_loss, dmd_timesteps, flow_matching_loss
+from context_forcing.memory.layout import MemoryLayout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, context_teacher_inputs
 from context_forcing.rollout.training_rollout import RolloutResult, student_rollout
-from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.curriculum import sample_rollout_length
+from context_forcing.training.data import TrainingData
 from context_forcing.training.distributed import local_samples
 from context_forcing.training.ema import EMA
-from context_forcing.training.optim import clip_and_step
-from context_forcing.training.randomness import DrawCounter, StepRandom
+from context_forcing.training.optim import accumulate_step, adamw
+from context_forcing.training.randomness import DrawSites, StepRandom
+from context_forcing.training.stage import BaseStage, frozen
 
 
-class DmdStage(EmaStage):
+class DmdStage(BaseStage):
     """Stage 1 or Stage 2; see the module docstring."""
 
-    def __init__(self, name: str, run: RunConfig, train: TrainConfig, generator: CausalVideoDiT,
-                 teacher: CausalVideoDiT, critic: CausalVideoDiT, data: TrainingData) -> None:
+    def __init__(self, name: str, run: RunConfig, train: TrainConfig, layout: MemoryLayout,
+                 generator: CausalVideoDiT, teacher: CausalVideoDiT, critic: CausalVideoDiT,
+                 data: TrainingData) -> None:
         self.name, self.run, self.train, self.data = name, run, train, data
         self.generator, self.critic = generator.train(), critic.train()
-        self.trained = self.generator
+        self.network = self.generator
         self.teacher = frozen(teacher)
-        self.layout = parse_layout(run.memory.layout, run.chunk)
+        self.layout = layout
         self.opt_generator = adamw(generator, train.generator)
         self.opt_critic = adamw(critic, train.critic)
         self.ema = EMA(generator, train.ema_decay, train.ema_start)
-        self.random = DrawCounter(train.seed, local_samples(train.batch))
+        self.random = DrawSites(train.seed, local_samples(train.batch))
         self.device = next(generator.parameters()).device
 
     # ---- Stage protocol --------------------------------------------------------------------------------
@@ -75,33 +77,36 @@ class DmdStage(EmaStage):
         """(rollout frames N, target frames T) for this update."""
         if self.name == "stage1":
             return self.train.rollout_frames, self.train.rollout_frames
-        cur = self.train.curriculum
-        return sample_rollout_length(step, cur, self.run.chunk, random.shared), cur.target
+        curriculum = self.train.curriculum
+        return sample_rollout_length(step, curriculum, self.run.chunk, random.shared), curriculum.target
 
     def _rollout(self, step: int, grad: bool, random: StepRandom) -> tuple[RolloutResult, TeacherInputs]:
         frames, target = self._rollout_shape(step, random)
         cond = self.data.next_conditioning(frames).to(self.device)
         first_target_chunk = (frames - target) // self.run.chunk
-        roll = student_rollout(self.generator, self.run, self.layout, cond, frames, random.shared,
-                               sample_generators=random.samples, grad_from_chunk=first_target_chunk, exit_step=self.train.dmd.exit_step,
-                               context_chunk=first_target_chunk, grad=grad)
-        x = roll.latents[:, frames - target:]
+        rollout = student_rollout(self.generator, self.run, self.layout, cond, frames, random.shared,
+                                  sample_generators=random.samples, grad_from_chunk=first_target_chunk,
+                                  exit_step=self.train.dmd.exit_step, context_chunk=first_target_chunk,
+                                  grad=grad)
+        x = rollout.latents[:, frames - target:]
         target_cond = cond.frames(slice(frames - target, frames))
-        # Stage 1, or a memory that was empty at the target: an empty teacher context
-        return roll, context_teacher_inputs(roll.context, x.detach(), target_cond)
+        # Stage 1, a memory that was empty at the target, or teacher_context "none": an empty teacher context
+        context = rollout.context if self.train.dmd.teacher_context == "memory" else None
+        return rollout, context_teacher_inputs(context, x.detach(), target_cond)
 
     def _velocity(self, model: CausalVideoDiT, inputs: TeacherInputs, x_t: Tensor, t: Tensor,
                   null_prompt: bool = False) -> Tensor:
         """Velocity of the target frames from a teacher-style forward over [context | noisy target]."""
         cond = inputs.cond.null_prompt() if null_prompt else inputs.cond
-        out = model(inputs.with_target(x_t), inputs.timesteps(t), model.encode_prompt(cond), inputs.temporal, cond,
-                    frame_mask=inputs.frame_mask).velocity
+        out = model(inputs.with_target(x_t), inputs.timesteps(t), model.encode_prompt(cond), inputs.temporal,
+                    cond, frame_mask=inputs.frame_mask).velocity
         return out[:, inputs.num_context:]
 
     def _noised(self, x: Tensor, random: StepRandom) -> tuple[Tensor, Tensor, Tensor]:
         """(x_t, noise, t (B,)) at DMD timesteps, one t per sample for all its target frames."""
         dmd = self.train.dmd
-        t = torch.cat([dmd_timesteps(1, dmd.t_min, dmd.t_max, self.run.sampler.shift, g) for g in random.samples])
+        t = torch.cat([dmd_timesteps(1, dmd.t_min, dmd.t_max, self.run.sampler.shift, g)
+                       for g in random.samples])
         t = t.to(self.device)
         noise = random.randn(*x.shape[1:]).to(self.device)
         sigma = (t / self.run.sampler.num_train_timesteps)[:, None]
@@ -109,27 +114,28 @@ class DmdStage(EmaStage):
 
     def _critic_update(self, step: int) -> float:
         """Flow matching of the critic ("fake score") on the student's current samples, same context."""
-        total = 0.0
-        for _ in range(self.train.accumulation):
+
+        def micro_loss(_: int) -> Tensor:
             random = self.random.next()
             with torch.no_grad():
-                roll, inputs = self._rollout(step, grad=False, random=random)
-            x = roll.latents[:, -inputs.num_target:]
+                rollout, inputs = self._rollout(step, grad=False, random=random)
+            x = rollout.latents[:, -inputs.num_target:]
             x_t, noise, t = self._noised(x, random)
-            loss = flow_matching_loss(self._velocity(self.critic, inputs, x_t, t), x, noise)
-            (loss / self.train.accumulation).backward()
-            total += float(loss.detach()) / self.train.accumulation
-        clip_and_step(self.opt_critic, self.train.critic.clip)
-        return total
+            return flow_matching_loss(self._velocity(self.critic, inputs, x_t, t), x, noise)
+
+        loss, _ = accumulate_step(self.opt_critic, micro_loss, self.train.accumulation,
+                                  self.train.critic.clip)
+        return loss
 
     def _generator_update(self, step: int) -> dict[str, float]:
         """DMD: grad = (x0_fake - x0_real) / mean|x - x0_real|, only on frames that carry gradient."""
-        total, grad_frames = 0.0, 0.0
-        for _ in range(self.train.accumulation):
+        grad_shares: list[float] = []
+
+        def micro_loss(_: int) -> Tensor:
             random = self.random.next()
-            roll, inputs = self._rollout(step, grad=True, random=random)
+            rollout, inputs = self._rollout(step, grad=True, random=random)
             target = inputs.num_target
-            x, mask = roll.latents[:, -target:], roll.grad_frames[:, -target:]
+            x, mask = rollout.latents[:, -target:], rollout.grad_frames[:, -target:]
             x_t, _, t = self._noised(x.detach(), random)
             sigma = (t / self.run.sampler.num_train_timesteps)[:, None]
             with torch.no_grad():
@@ -137,11 +143,11 @@ class DmdStage(EmaStage):
                                 self._velocity(self.teacher, inputs, x_t, t, null_prompt=True),
                                 self.train.dmd.guidance)
                 v_fake = self._velocity(self.critic, inputs, x_t, t)
-            grad = dmd_gradient(x.detach(), x0_from_velocity(x_t, v_real, sigma), x0_from_velocity(x_t, v_fake, sigma),
-                                mask)
-            loss = dmd_loss(x, grad, mask)
-            (loss / self.train.accumulation).backward()
-            total += float(loss.detach()) / self.train.accumulation
-            grad_frames += float(mask.float().mean()) / self.train.accumulation
-        norm = clip_and_step(self.opt_generator, self.train.generator.clip)
-        return {"loss": total, "grad_norm": norm, "grad_frame_share": grad_frames}
+            grad = dmd_gradient(x.detach(), x0_from_velocity(x_t, v_real, sigma),
+                                x0_from_velocity(x_t, v_fake, sigma), mask)
+            grad_shares.append(float(mask.float().mean()))
+            return dmd_loss(x, grad, mask)
+
+        loss, norm = accumulate_step(self.opt_generator, micro_loss, self.train.accumulation,
+                                     self.train.generator.clip)
+        return {"loss": loss, "grad_norm": norm, "grad_frame_share": sum(grad_shares) / len(grad_shares)}

@@ -53,7 +53,8 @@ class ErrorBank:
         return torch.cat([stored[start:], stored[:start]]) if start else stored
 
     def add(self, errors: Tensor, timesteps: Tensor) -> None:
-        """Bank errors (N, *frame_shape) at timesteps (N,), in order; a full group replaces per `cfg.replacement`."""
+        """Bank errors (N, *frame_shape) at timesteps (N,), in order;
+        a full group replaces per `cfg.replacement`."""
         if tuple(errors.shape[1:]) != self.frame_shape or errors.shape[0] != timesteps.shape[0]:
             raise ValueError(f"erft: expected errors (N, {self.frame_shape}) with N timesteps, got "
                              f"{tuple(errors.shape)} and {tuple(timesteps.shape)}")
@@ -107,7 +108,8 @@ class ErrorBank:
         return float(torch.cat(stored).std()) if stored else 0.0
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Flat dict of tensors for safetensors: `x0.counts` (groups,), `x0.{g}` per filled group, oldest first."""
+        """Flat dict of tensors for safetensors: `x0.counts` (groups,), `x0.{g}` per filled group,
+        oldest first."""
         state: dict[str, Tensor] = {"x0.counts": torch.tensor(self._counts, dtype=torch.long)}
         for g, n in enumerate(self._counts):
             if n:
@@ -115,14 +117,16 @@ class ErrorBank:
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore from `state_dict()`; groups and frame shape must match; the newest bank_size entries stay."""
+        """Restore from `state_dict()`; groups and frame shape must match;
+        the newest bank_size entries stay."""
         counts = state["x0.counts"].tolist()
         if len(counts) != self.cfg.groups:
             raise ValueError(f"erft bank has {len(counts)} groups, config erft.groups={self.cfg.groups}")
         for g, n in enumerate(counts):
             entries = state[f"x0.{g}"][max(0, n - self.cfg.bank_size):n] if n else self._empty(0)
             if tuple(entries.shape[1:]) != self.frame_shape:
-                raise ValueError(f"erft bank frames are {tuple(entries.shape[1:])}, expected {self.frame_shape}")
+                raise ValueError(f"erft bank frames are {tuple(entries.shape[1:])}, "
+                                 f"expected {self.frame_shape}")
             self._buffers[g] = entries.to("cpu", torch.float32).clone()
             self._counts[g] = entries.shape[0]
             self._next[g] = 0
@@ -134,8 +138,8 @@ def banked_error(x_t: Tensor, v: Tensor, v_target: Tensor, sigma: Tensor) -> Ten
     return s * (v_target - v)
 
 
-def inject(context: Tensor, allowed: Tensor, target: Tensor, target_t: Tensor, bank: ErrorBank, cfg: ErftConfig,
-           generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, int]]:
+def inject(context: Tensor, allowed: Tensor, target: Tensor, target_t: Tensor, bank: ErrorBank,
+           cfg: ErftConfig, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, int]]:
     """ERFT injection (SVI): recycled x0 errors added to context (B, n, ...) and clean target (B, T, ...).
 
     allowed (B, n) marks the context frames that may be perturbed; target_t (B,) the target's timesteps. Per
@@ -149,10 +153,12 @@ def inject(context: Tensor, allowed: Tensor, target: Tensor, target_t: Tensor, b
     active = draws[:, 0] >= cfg.p_clean
     hit_context = active & (draws[:, 1] < cfg.p_context)
     hit_target = active & (draws[:, 2] < cfg.p_target)
-    context_t = torch.randint(bank.num_timesteps, (b,), generator=generator)  # (B,) whose group perturbs context
+    # (B,) whose group perturbs context
+    context_t = torch.randint(bank.num_timesteps, (b,), generator=generator)
     context_frames = allowed & hit_context[:, None].to(context.device)  # (B, n)
     info = {"clean": int((~active).sum()), "context": int(hit_context.sum()), "target": int(hit_target.sum()),
-            "context_frames": int(context_frames.sum()), "target_frames": int(hit_target.sum()) * target.shape[1]}
+            "context_frames": int(context_frames.sum()),
+            "target_frames": int(hit_target.sum()) * target.shape[1]}
     if cfg.bank_size == 0:  # ERFT disabled: decisions are drawn (same generator stream), nothing is added
         return context, target, info
     context, target = context.clone(), target.clone()

@@ -32,14 +32,35 @@ from torch import Tensor
 from tqdm import tqdm
 
 from context_forcing.config import ConfigError, RunConfig
-from context_forcing.model.checkpoint import LATEST_FILE, CheckpointError, point_latest, resolve_checkpoint, \
-    save_checkpoint
+from context_forcing.model.checkpoint import (
+    LATEST_FILE,
+    CheckpointError,
+    point_latest,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from context_forcing.training.config import TrainConfig
-from context_forcing.training.distributed import (barrier_and_destroy, full_on_main, init_distributed,
-                                                  load_full_state, mean_over_processes, shard_optimizer_state)
-from context_forcing.training.run_dir import (LOOP_FILE, METRICS_FILE, STATE_DIR, TB_DIR, checkpoint_dir,
-                                              is_main, latest_step, prune_checkpoints, remove_partial_files,
-                                              truncate_metrics, write_configs)
+from context_forcing.training.distributed import (
+    barrier_and_destroy,
+    full_on_main,
+    init_distributed,
+    load_full_state,
+    mean_over_processes,
+    shard_optimizer_state,
+)
+from context_forcing.training.run_dir import (
+    LOOP_FILE,
+    METRICS_FILE,
+    STATE_DIR,
+    TB_DIR,
+    checkpoint_dir,
+    is_main,
+    latest_step,
+    prune_checkpoints,
+    remove_partial_files,
+    truncate_metrics,
+    write_configs,
+)
 from context_forcing.training.stage import Stage
 
 TENSOR_REF = "__tensor__"  # marks a tensor's place in extra.json; the tensor itself is in extra.safetensors
@@ -61,7 +82,7 @@ def run_train(request: TrainRequest) -> int:
     """`context-forcing train`: seed, build the stage through the registry, train; return the exit status."""
     if request.threads:
         torch.set_num_threads(request.threads)
-    from context_forcing.training.stages import build_stage  # the stage registry; heavy imports, lazily
+    from context_forcing.training.registry import build_stage  # the stage registry; heavy imports, lazily
 
     run, train = request.run, request.train
     # torchrun: join the process group (gloo on CPU, NCCL on CUDA). One process needs none, except for bf16,

@@ -1,4 +1,5 @@
-"""ODE init: the few-step student regresses the teacher's multi-step trajectories (CausVid / Self Forcing init).
+"""ODE init: the few-step student regresses the teacher's multi-step trajectories
+(CausVid / Self Forcing init).
 
 The student streams a real history (the first H frames of a PanWorld episode, H random in whole chunks) into
 its Slow-Fast Memory through a `StreamingSession`, exactly as generation builds it (DESIGN.md section 7,
@@ -16,17 +17,19 @@ from torch import Tensor
 
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import RunConfig
-from context_forcing.diffusion.samplers import guided
+from context_forcing.diffusion.samplers import euler_sample, guided
 from context_forcing.diffusion.schedule import student_sigmas, timesteps_of, x0_from_velocity
-from context_forcing.memory.layout import parse_layout
+from context_forcing.memory.layout import MemoryLayout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.session import StreamingSession
 from context_forcing.rollout.teacher import TeacherInputs, context_teacher_inputs, memory_teacher_context
-from context_forcing.training.common import EmaStage, TrainingData, adamw, frozen
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.data import TrainingData
 from context_forcing.training.distributed import local_samples
 from context_forcing.training.ema import EMA
-from context_forcing.training.randomness import DrawCounter, StepRandom, whole_chunks
+from context_forcing.training.optim import adamw
+from context_forcing.training.randomness import DrawSites, StepRandom, whole_chunks
+from context_forcing.training.stage import BaseStage, frozen
 
 MIN_INTERVAL_STEPS = 2  # Euler steps every interval of the ODE grid gets at least
 
@@ -62,43 +65,46 @@ def _apportion(widths: list[float], total: int) -> list[int]:
 
 @torch.no_grad()
 def teacher_trajectory(teacher: CausalVideoDiT, inputs: TeacherInputs, noise: Tensor, grid: Tensor,
-                       keep: Tensor, guidance: float, num_train_timesteps: int) -> tuple[list[Tensor], Tensor]:
+                       keep: Tensor, guidance: float,
+                       num_train_timesteps: int) -> tuple[list[Tensor], Tensor]:
     """Euler with CFG along `grid`; returns the states at the grid levels in `keep` and the end point x0."""
     prompt_c = teacher.encode_prompt(inputs.cond)
     prompt_u = teacher.encode_prompt(inputs.cond.null_prompt())
-    x, kept = noise, []
-    for sigma, next_sigma in zip(grid[:-1], grid[1:]):
-        if bool((keep == sigma).any()):
-            kept.append(x)
-        t = inputs.timesteps(timesteps_of(sigma, num_train_timesteps).expand(noise.shape[0]))
+
+    def velocity(x: Tensor, sigma: Tensor) -> Tensor:  # x (B, T, C, H, W) target, sigma (B, T)
+        t = inputs.timesteps(timesteps_of(sigma, num_train_timesteps))
         seq = inputs.with_target(x)
         v_c = teacher(seq, t, prompt_c, inputs.temporal, inputs.cond, frame_mask=inputs.frame_mask).velocity
         v_u = teacher(seq, t, prompt_u, inputs.temporal, inputs.cond, frame_mask=inputs.frame_mask).velocity
-        x = x + (next_sigma - sigma) * guided(v_c, v_u, guidance)[:, inputs.num_context:]
-    return kept, x
+        return guided(v_c, v_u, guidance)[:, inputs.num_context:]
+
+    kept: list[Tensor] = []
+    x0 = euler_sample(velocity, noise, grid, trajectory=kept, record=keep)
+    return kept, x0
 
 
-class OdeInitStage(EmaStage):
+class OdeInitStage(BaseStage):
     """Regress teacher ODE trajectories with the few-step student (DESIGN.md section 7, "ODE init")."""
 
     name = "ode-init"
 
-    def __init__(self, run: RunConfig, train: TrainConfig, student: CausalVideoDiT, teacher: CausalVideoDiT,
-                 data: TrainingData) -> None:
+    def __init__(self, run: RunConfig, train: TrainConfig, layout: MemoryLayout, student: CausalVideoDiT,
+                 teacher: CausalVideoDiT, data: TrainingData) -> None:
         self.run, self.train, self.data = run, train, data
         self.student, self.teacher = student.train(), frozen(teacher)
-        self.trained = self.student
-        self.layout = parse_layout(run.memory.layout, run.chunk)  # the memory streaming will run with
+        self.network = self.student
+        self.layout = layout  # the memory streaming will run with
         self.opt = adamw(student, train.generator)
         self.ema = EMA(student, train.ema_decay, train.ema_start)
-        self.random = DrawCounter(train.seed, local_samples(train.batch))
+        self.random = DrawSites(train.seed, local_samples(train.batch))
         self.device = next(student.parameters()).device
         self.levels = student_sigmas(run.sampler.student_timesteps, run.sampler.shift,
                                      run.sampler.num_train_timesteps).to(self.device)
         self.grid = ode_grid(self.levels.cpu(), train.ode_steps).to(self.device)
         # history long enough that slow memory fills: max_slow admissions at the layout's admission spacing
         policy = self.layout.policy
-        spacing = policy.every if policy.kind == "uniform" else 2  # candidates per admission (similarity: ~1.3)
+        # candidates per admission (similarity: ~1.3)
+        spacing = policy.every if policy.kind == "uniform" else 2
         self.max_history = train.rollout_frames + self.layout.chunk * spacing * (self.layout.slow + 1)
 
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -121,7 +127,7 @@ class OdeInitStage(EmaStage):
         [0, max_history] (long enough for slow memory to fill under sparse admission)."""
         return whole_chunks(random.shared, 0, self.max_history // self.run.chunk, self.run.chunk)
 
-    def _micro_step(self) -> float:
+    def _micro_loss(self) -> Tensor:
         c, random = self.run.chunk, self.random.next()
         target = whole_chunks(random.shared, 1, self.train.rollout_frames // c, c)
         history = self._history_frames(random)
@@ -136,11 +142,9 @@ class OdeInitStage(EmaStage):
         context = memory_teacher_context(session.memory, session.memory.plan(), cond)
         inputs = context_teacher_inputs(context, latents[:, history:], cond.frames(slice(history, None)))
         noise = random.randn(target, *inputs.latents.shape[2:]).to(self.device)
-        states, x0 = teacher_trajectory(self.teacher, inputs, noise, self.grid, self.levels, self.train.dmd.guidance,
-                                        self.run.sampler.num_train_timesteps)
-        loss = self._regress(session, cond, history, states, x0)
-        (loss / self.train.accumulation).backward()
-        return float(loss.detach())
+        states, x0 = teacher_trajectory(self.teacher, inputs, noise, self.grid, self.levels,
+                                        self.train.dmd.guidance, self.run.sampler.num_train_timesteps)
+        return self._regress(session, cond, history, states, x0)
 
     def _regress(self, session: StreamingSession, cond: Conditioning, history: int, states: list[Tensor],
                  x0: Tensor) -> Tensor:

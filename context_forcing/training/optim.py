@@ -6,19 +6,20 @@ mean loss over all micro-batches, i.e. of one batch `accumulation` times larger 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from context_forcing.training.config import OptimConfig
 from context_forcing.training.distributed import full
 
 
-def build_adamw(parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float],
-                weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the parameters that require gradients (frozen ones carry no optimiser state)."""
-    return torch.optim.AdamW([p for p in parameters if p.requires_grad], lr=lr, betas=betas,
-                             weight_decay=weight_decay)
+def adamw(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with a component's OptimConfig over the parameters that require gradients (frozen ones carry no
+    optimiser state)."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
+                             weight_decay=cfg.weight_decay)
 
 
 def scaled_backward(loss: Tensor, accumulation: int) -> None:

@@ -38,8 +38,8 @@ def whole_chunks(generator: torch.Generator, low: int, high: int, chunk: int) ->
     return chunk * int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
-class DrawCounter:
-    """Hands out StepRandom objects for successive draw sites of one update (reset at each update)."""
+class DrawSites:
+    """The randomness of one update: a StepRandom per successive draw site (`start` resets at each update)."""
 
     def __init__(self, seed: int, samples: range) -> None:
         self.seed, self.samples = seed, samples

@@ -29,9 +29,9 @@ CHECKPOINTS_DIR = "checkpoints"
 TB_DIR = "tb"
 STATE_DIR = "training_state"
 LOOP_FILE = "loop.json"
-RESUMABLE_KEYS = ("steps", "keep_checkpoints", "keep_every", "probe_every", "probe_episodes")  # may change between
-# invocations: `steps` may grow (continue a finished run for longer); which old checkpoints stay on disk and what
-# is probed for the log do not change the trajectory
+# may change between invocations: `steps` may grow (continue a finished run for longer); which old
+# checkpoints stay on disk and what is probed for the log do not change the trajectory
+RESUMABLE_KEYS = ("steps", "keep_checkpoints", "keep_every", "probe_every", "probe_episodes")
 
 
 def is_main() -> bool:

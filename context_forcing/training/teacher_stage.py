@@ -20,12 +20,14 @@ from context_forcing.distill.dmd import flow_matching_loss
 from context_forcing.memory.context_sampler import sample_context
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.teacher import TeacherInputs, teacher_inputs
-from context_forcing.training.common import EmaStage, TrainingData, adamw
 from context_forcing.training.config import TrainConfig
+from context_forcing.training.data import TrainingData
 from context_forcing.training.distributed import gather_samples, local_samples
 from context_forcing.training.ema import EMA
 from context_forcing.training.erft import ErrorBank, banked_error, inject
-from context_forcing.training.randomness import DrawCounter, StepRandom, whole_chunks
+from context_forcing.training.optim import adamw
+from context_forcing.training.randomness import DrawSites, StepRandom, whole_chunks
+from context_forcing.training.stage import BaseStage
 
 
 def gather_context(latents: Tensor, cond: Conditioning, frames: list[tuple[int, ...]]
@@ -44,7 +46,8 @@ def gather_context(latents: Tensor, cond: Conditioning, frames: list[tuple[int, 
 
 def sample_teacher_batch(latents: Tensor, cond: Conditioning, target: int, train: TrainConfig, chunk: int,
                          generators: list[torch.Generator]) -> tuple[TeacherInputs, Tensor, Tensor]:
-    """Context chosen per sample (sample b with generators[b]) from the history before the last `target` frames.
+    """Context chosen per sample (sample b with generators[b]) from the history before the last
+    `target` frames.
 
     Returns the teacher inputs plus (B, n) masks of fast and slow context frames (for ERFT)."""
     history = latents.shape[1] - target
@@ -60,19 +63,19 @@ def sample_teacher_batch(latents: Tensor, cond: Conditioning, target: int, train
     return teacher_inputs(ctx, valid, ctx_cond, latents[:, history:], tgt_cond), fast, slow
 
 
-class TeacherStage(EmaStage):
+class TeacherStage(BaseStage):
     """Trains the context teacher (DESIGN.md section 7)."""
 
     name = "teacher"
 
     def __init__(self, run: RunConfig, train: TrainConfig, model: CausalVideoDiT, data: TrainingData) -> None:
         self.run, self.train, self.data = run, train, data
-        self.model = self.trained = model.train()
+        self.model = self.network = model.train()
         self.opt = adamw(model, train.generator)
         self.ema = EMA(model, train.ema_decay, train.ema_start)
         frame = (run.model.in_channels, run.video.latent_height, run.video.latent_width)
         self.bank = ErrorBank(train.erft, frame, run.sampler.num_train_timesteps)
-        self.random = DrawCounter(train.seed, local_samples(train.batch))
+        self.random = DrawSites(train.seed, local_samples(train.batch))
         self.device = next(model.parameters()).device
         self._errors: list[float] = []  # std of the errors banked in this update (for the log)
         self._probe_set = None  # built on the first probe
@@ -99,7 +102,8 @@ class TeacherStage(EmaStage):
         return metrics
 
     def probe(self, episodes: int) -> dict[str, float]:
-        """probe-teacher's figures for the current (raw) weights on fixed eval episodes; touches no RNG state."""
+        """probe-teacher's figures for the current (raw) weights on fixed eval episodes;
+        touches no RNG state."""
         from context_forcing.eval.teacher_probe import build_probe_set, probe_teacher
 
         if self._probe_set is None or self._probe_set.target.shape[0] != episodes:
@@ -118,19 +122,21 @@ class TeacherStage(EmaStage):
         return self.train.rollout_frames + self.train.context.slow_every * self.train.context.max_slow
 
     def _history_frames(self, random: StepRandom) -> int:
-        """Real frames before the target, whole chunks, uniform in [0, max_history]: targets sample every part of
-        the early episode, not one fixed frame."""
+        """Real frames before the target, whole chunks, uniform in [0, max_history]: targets sample every part
+        of the early episode, not one fixed frame."""
         return whole_chunks(random.shared, 0, self.max_history // self.run.chunk, self.run.chunk)
 
-    def _micro_step(self) -> float:
+    def _micro_loss(self) -> Tensor:
         random = self.random.next()
         c = self.run.chunk  # target: whole chunks up to rollout_frames, like the paper's 21-latent targets
         target = whole_chunks(random.shared, 1, self.train.rollout_frames // c, c)
         history = self._history_frames(random)
-        latents, cond = self.data.next_clip(self.max_history + self.train.rollout_frames)  # one length: one stream
+        # one length: one stream
+        latents, cond = self.data.next_clip(self.max_history + self.train.rollout_frames)
         latents, cond = latents[:, :history + target].to(self.device), cond.frames(slice(0, history + target))
         cond = cond.to(self.device)
-        inputs, fast, slow = sample_teacher_batch(latents, cond, target, self.train, self.run.chunk, random.samples)
+        inputs, fast, slow = sample_teacher_batch(latents, cond, target, self.train, self.run.chunk,
+                                                  random.samples)
         clean = inputs.latents[:, inputs.num_context:]
         shift = self.train.timestep_shift or self.run.sampler.shift
         sigma = shift_sigma(random.rand(), shift).float().to(self.device)
@@ -142,13 +148,13 @@ class TeacherStage(EmaStage):
         drop = random.rand() < self.train.prompt_dropout
         cond_in = _drop_prompts(inputs.cond, drop.to(self.device))
         sequence = torch.cat([context, x_t], dim=1)
-        v = self.model(sequence, inputs.timesteps(t), self.model.encode_prompt(cond_in), inputs.temporal, cond_in,
-                       frame_mask=inputs.frame_mask).velocity[:, inputs.num_context:]
-        loss = flow_matching_loss(v, clean, noise)  # toward the clean target: the teacher corrects recycled errors
-        (loss / self.train.accumulation).backward()
+        v = self.model(sequence, inputs.timesteps(t), self.model.encode_prompt(cond_in), inputs.temporal,
+                       cond_in, frame_mask=inputs.frame_mask).velocity[:, inputs.num_context:]
+        # toward the clean target: the teacher corrects recycled errors
+        loss = flow_matching_loss(v, clean, noise)
         if self._erft_active():
             self._recycle(v.detach(), x_t, velocity_target(clean, noise), sigma, t)
-        return float(loss.detach())
+        return loss
 
     def _inject(self, context: Tensor, allowed: Tensor, clean: Tensor, t: Tensor, random: StepRandom
                 ) -> tuple[Tensor, Tensor]:
@@ -161,7 +167,8 @@ class TeacherStage(EmaStage):
 
     def _recycle(self, v: Tensor, x_t: Tensor, v_target: Tensor, sigma: Tensor, t: Tensor) -> None:
         """Bank this prediction's per-frame x0 errors s (v* - v), grouped by timestep, frames in order; every
-        process banks the errors of the whole global batch, in global order, so banks agree across processes."""
+        process banks the errors of the whole global batch, in global order,
+        so banks agree across processes."""
         frames = v.shape[1]
         per_frame_t = gather_samples(t[:, None].expand(-1, frames).contiguous()).reshape(-1)
         errors = gather_samples(banked_error(x_t, v, v_target, sigma[:, None])).flatten(0, 1)
@@ -175,5 +182,6 @@ def _drop_prompts(cond: Conditioning, drop: Tensor) -> Conditioning:
     if cond.prompt is not None:
         return Conditioning(prompt=torch.where(drop[:, None], null.prompt, cond.prompt), actions=cond.actions,
                             pose=cond.pose, spatial_positions=cond.spatial_positions)
-    return Conditioning(prompt_embeds=torch.where(drop[:, None, None], null.prompt_embeds, cond.prompt_embeds),
+    return Conditioning(prompt_embeds=torch.where(drop[:, None, None], null.prompt_embeds,
+                                                  cond.prompt_embeds),
                         actions=cond.actions, pose=cond.pose, spatial_positions=cond.spatial_positions)

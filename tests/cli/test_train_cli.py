@@ -54,7 +54,7 @@ class TinyStage:
 def registry(monkeypatch):
     """Replace the stage registry; records the calls."""
     calls = []
-    module = types.ModuleType("context_forcing.training.stages")
+    module = types.ModuleType("context_forcing.training.registry")
 
     def build_stage(name, run, train, init, teacher, device):
         calls.append((name, run.preset, train, init, teacher))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from context_forcing.cli import main
-from context_forcing.data.panworld import PanWorldConfig, sample_episode
+from context_forcing.data.panworld import PanWorldConfig, render_episode, sample_episode
 from context_forcing.io.video import read_mp4
 
 
@@ -18,7 +18,7 @@ def test_world_renders_the_episode_and_reports_revisits(tmp_path):
                  "--filmstrip", str(strip)]) == 0
     assert strip.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     frames = read_mp4(out)
-    truth = torch.from_numpy(sample_episode(PanWorldConfig(), 1000001, 64).render())
+    truth = torch.from_numpy(render_episode(sample_episode(PanWorldConfig(), 1000001, 64)))
     assert torch.equal(frames, truth)  # lossless
     data = json.loads(report.read_text())
     assert data["split"] == "eval" and data["frames"] == 64 and data["frames_written"] == 64

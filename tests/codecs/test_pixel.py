@@ -114,6 +114,6 @@ def test_build_codec_rejects_inconsistent_pixel_configs():
         build_codec(CodecConfig(kind="pixel", weights="/some/dir"), VideoConfig())
 
 
-def test_build_codec_wan_vae_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="Wan VAE adapter is not implemented yet"):
+def test_build_codec_wan_vae_needs_a_local_folder():
+    with pytest.raises(ConfigError, match="codec.weights must name a local Wan2.1 VAE folder"):
         build_codec(CodecConfig(kind="wan-vae"), VideoConfig(pixel_frames_per_latent=4))

@@ -8,7 +8,13 @@ import torch
 
 from context_forcing.config import ConfigError
 from context_forcing.data.iterator import PanWorldStream
-from context_forcing.data.panworld import SEED_RANGES, PanWorldConfig, sample_episode
+from context_forcing.data.panworld import (
+    SEED_RANGES,
+    PanWorldConfig,
+    episode_labels,
+    render_episode,
+    sample_episode,
+)
 from context_forcing.presets import panworld, tiny
 
 WORLD = PanWorldConfig()
@@ -46,12 +52,13 @@ def test_samples_are_the_episodes_windows():
     for b in range(2):
         episode = sample_episode(WORLD, int(batch.seeds[b]), 96)
         start = int(batch.starts[b])
-        pixels = torch.from_numpy(episode.render(start, start + 6)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        pixels = torch.from_numpy(render_episode(episode, start, start + 6)).permute(0, 3, 1, 2).float()
+        pixels = pixels / 127.5 - 1
         torch.testing.assert_close(batch.latents[b], pixels, rtol=0, atol=1e-6)
         cond = episode.conditioning(start, start + 6, spatial=True)
         torch.testing.assert_close(batch.cond.pose[b], cond.pose[0], rtol=0, atol=0)
         torch.testing.assert_close(batch.cond.spatial_positions[b], cond.spatial_positions[0], rtol=0, atol=0)
-        mask = episode.labels(start, start + 6).token_memory_critical()
+        mask = episode_labels(episode, start, start + 6).token_memory_critical()
         assert torch.equal(batch.memory_critical[b], torch.from_numpy(mask))
 
 

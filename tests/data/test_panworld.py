@@ -9,11 +9,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from context_forcing.config import ConfigError
-from context_forcing.data.panworld import (NEW, SEED_RANGES, PanWorldConfig, check_seed, revisit_constraints,
-                                           revisit_schedule, sample_episode, split_of, stack_conditioning)
+from context_forcing.data.panworld import (
+    NEW,
+    SEED_RANGES,
+    PanWorldConfig,
+    check_seed,
+    episode_labels,
+    render_episode,
+    revisit_constraints,
+    revisit_schedule,
+    sample_episode,
+    split_of,
+    stack_conditioning,
+)
 from context_forcing.data.panworld.episode import occluded_between_visible
-from context_forcing.data.panworld.world import (HAT_RGB, SubjectAttributes, subject_screen_box,
-                                                 subject_sprites)
+from context_forcing.data.panworld.world import (
+    HAT_RGB,
+    SubjectAttributes,
+    subject_screen_box,
+    subject_sprites,
+)
 
 CFG = PanWorldConfig()
 
@@ -66,12 +81,12 @@ def test_heldout_subject_classes_appear_only_in_eval():
 
 def test_same_seed_same_episode_different_seed_different():
     a, b, c = (sample_episode(CFG, s, 64) for s in (7, 7, 8))
-    np.testing.assert_array_equal(a.render(), b.render())
-    la, lb = a.labels(), b.labels()
+    np.testing.assert_array_equal(render_episode(a), render_episode(b))
+    la, lb = episode_labels(a), episode_labels(b)
     for name in ("camera_x", "gap", "sink_covered", "first_seen", "world_mask", "subject_visibility"):
         np.testing.assert_array_equal(getattr(la, name), getattr(lb, name))
     assert la.subject == lb.subject and la.state_change_frame == lb.state_change_frame
-    assert not np.array_equal(a.render(), c.render())
+    assert not np.array_equal(render_episode(a), render_episode(c))
 
 
 @settings(max_examples=8, deadline=None)
@@ -81,7 +96,7 @@ def test_every_episode_meets_the_revisit_constraints(seed, frames, mode):
     cfg = replace(CFG, camera_mode=mode)
     frames = frames if mode == "token" else 128 + (frames - 64) * 2 // 3  # subtoken: constrained from 128
     episode = sample_episode(cfg, seed, frames)
-    cons, labels = revisit_constraints(cfg, frames), episode.labels()
+    cons, labels = revisit_constraints(cfg, frames), episode_labels(episode)
     assert cons.active and cons.mid_gap <= 24 and cons.long_gap <= 96
     gap, t = labels.gap, np.arange(frames)[:, None]
     returning = (gap > cons.mid_gap).any(axis=1)
@@ -105,7 +120,7 @@ def test_reference_length_uses_the_full_constraints():
 @given(seed=st.integers(0, 2 * SEED_RANGES["eval"][0]), mode=st.sampled_from(["token", "subtoken"]))
 def test_128_s_episodes_revisit_a_column_after_192_to_383_frames(seed, mode):
     frames = 512 + seed % 3  # 128 s, padded to whole chunks of up to 3
-    labels = sample_episode(replace(CFG, camera_mode=mode), seed, frames).labels()
+    labels = episode_labels(sample_episode(replace(CFG, camera_mode=mode), seed, frames))
     gap, t = labels.gap, np.arange(frames)[:, None]
     assert ((gap >= 192) & (gap < 384) & (t - gap < frames // 4)).any()  # last seen in P1's prefill
 
@@ -130,7 +145,7 @@ def test_sampling_terminates_for_every_length_up_to_300():
 def test_gaps_sink_and_first_visit_match_brute_force(mode):
     cfg = replace(CFG, camera_mode=mode, screens=3, max_pause=3)
     episode = sample_episode(cfg, 3, 40)
-    labels, x = episode.labels(), episode.camera_x
+    labels, x = episode_labels(episode), episode.camera_x
     np.testing.assert_array_equal(labels.gap, brute_force_gaps(x, cfg.frame_width))
     for t in range(40):
         for j in range(cfg.frame_width):
@@ -143,27 +158,27 @@ def test_gaps_sink_and_first_visit_match_brute_force(mode):
 
 def test_window_labels_treat_the_window_start_as_the_beginning():
     episode = sample_episode(CFG, 11, 96)
-    window = episode.labels(30, 60)
+    window = episode_labels(episode, 30, 60)
     np.testing.assert_array_equal(window.gap, brute_force_gaps(episode.camera_x[30:60], CFG.frame_width))
     assert (window.gap[0] == NEW).all()
 
 
 def test_token_view_aggregates_its_columns():
     episode = sample_episode(replace(CFG, camera_mode="subtoken"), 5, 80)
-    labels = episode.labels()
+    labels = episode_labels(episode)
     gaps = labels.gap.reshape(80, 8, 4)
     for t in range(80):
         for k in range(8):
             seen = [g for g in gaps[t, k] if g != NEW]
             assert labels.token_gap[t, k] == (min(seen) if seen else NEW)
             assert labels.token_memory_critical()[t, k] == all(g > 3 for g in gaps[t, k])
-    token_mode = sample_episode(CFG, 5, 80).labels()  # whole-token moves: a token's columns share one gap
+    token_mode = episode_labels(sample_episode(CFG, 5, 80))  # whole-token moves: a token's columns: one gap
     np.testing.assert_array_equal(token_mode.token_gap, token_mode.gap[:, ::4])
 
 
 def test_memory_critical_columns_reappear_with_identical_pixels():
     episode = sample_episode(CFG, 21, 160)
-    frames, labels = episode.render(), episode.labels()
+    frames, labels = render_episode(episode), episode_labels(episode)
     compared = 0
     for t, j in zip(*np.nonzero(labels.memory_critical())):
         s = t - labels.gap[t, j]
@@ -179,7 +194,7 @@ def test_memory_critical_columns_reappear_with_identical_pixels():
 
 
 def test_revisit_schedule_counts_every_memory_critical_column_once():
-    labels = sample_episode(CFG, 4, 256).labels()
+    labels = episode_labels(sample_episode(CFG, 4, 256))
     schedule = revisit_schedule(labels)
     critical = labels.memory_critical()
     assert sum(c["all"] for c in schedule.counts.values()) == critical.sum() == schedule.critical_columns
@@ -194,7 +209,7 @@ def test_revisit_schedule_counts_every_memory_critical_column_once():
 
 def test_subject_keeps_its_hidden_attributes_through_occlusion_and_keeps_its_hat():
     episode = sample_episode(CFG, 2, 128)
-    frames, labels = episode.render(), episode.labels()
+    frames, labels = render_episode(episode), episode_labels(episode)
     rgb, alpha = episode.sprites
     top, left = subject_screen_box(CFG)
     crops = frames[:, top:top + alpha.shape[1], left:left + alpha.shape[2]]  # (F, Hs, Ws, 3)
@@ -229,9 +244,9 @@ def test_hidden_attributes_are_visible_on_every_subject_shape():
 
 def test_render_shapes_and_windows():
     episode = sample_episode(CFG, 9, 48)
-    frames = episode.render()
+    frames = render_episode(episode)
     assert frames.shape == (48, 32, 32, 3) and frames.dtype == np.uint8
-    np.testing.assert_array_equal(episode.render(10, 25), frames[10:25])
+    np.testing.assert_array_equal(render_episode(episode, 10, 25), frames[10:25])
 
 
 def test_flicker_is_off_by_default_and_only_touches_its_squares():
@@ -239,10 +254,10 @@ def test_flicker_is_off_by_default_and_only_touches_its_squares():
     flicker = sample_episode(replace(CFG, flicker_prob=1.0), 13, 64)
     assert not plain.flicker_on.any() and flicker.flicker_on.all()
     np.testing.assert_array_equal(plain.camera_x, flicker.camera_x)  # the distractor does not move the world
-    a, b, mask = plain.render(), flicker.render(), flicker.labels().world_mask
+    a, b, mask = render_episode(plain), render_episode(flicker), episode_labels(flicker).world_mask
     assert not np.array_equal(a, b)
     np.testing.assert_array_equal(a[mask], b[mask])
-    assert (~mask).sum() > (~plain.labels().world_mask).sum()
+    assert (~mask).sum() > (~episode_labels(plain).world_mask).sum()
 
 
 @pytest.mark.parametrize("mode, actions", [("token", 3), ("subtoken", 5)])

@@ -6,14 +6,26 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from context_forcing.diffusion import (ChunkNoise, add_noise, euler_sample, guided, noise_from_velocity, shift_sigma,
-                                       student_sample, student_sigmas, teacher_sigmas, velocity_from_x0,
-                                       velocity_target, x0_from_velocity)
+from context_forcing.diffusion import (
+    ChunkNoise,
+    add_noise,
+    euler_sample,
+    guided,
+    noise_from_velocity,
+    shift_sigma,
+    student_sample,
+    student_sigmas,
+    teacher_sigmas,
+    velocity_from_x0,
+    velocity_target,
+    x0_from_velocity,
+)
 
 
 def test_student_timesteps_match_the_paper():
     sigmas = student_sigmas((1000.0, 750.0, 500.0, 250.0), shift=5.0)
-    torch.testing.assert_close(sigmas * 1000, torch.tensor([1000.0, 937.5, 833.3333, 625.0]), rtol=0, atol=1e-3)
+    torch.testing.assert_close(sigmas * 1000, torch.tensor([1000.0, 937.5, 833.3333, 625.0]),
+                               rtol=0, atol=1e-3)
 
 
 @settings(max_examples=50, deadline=None)
@@ -37,7 +49,8 @@ def test_per_frame_noise_levels_broadcast():
 def test_shift_is_monotone_and_fixes_endpoints():
     s = torch.linspace(0, 1, 11)
     shifted = shift_sigma(s, 5.0)
-    assert shifted[0] == 0 and shifted[-1] == 1 and bool((shifted.diff() > 0).all()) and bool((shifted >= s).all())
+    assert (shifted[0] == 0 and shifted[-1] == 1 and bool((shifted.diff() > 0).all())
+            and bool((shifted >= s).all()))
     sig = teacher_sigmas(8, 3.0)
     assert sig[0] == 1 and sig[-1] == 0 and len(sig) == 9
 

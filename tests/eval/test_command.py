@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from context_forcing.config import ConfigError
-from context_forcing.eval.command import (add_eval_arguments, add_table_arguments, run_eval_command,
-                                          run_table_command)
+from context_forcing.eval.command import (
+    add_eval_arguments,
+    add_table_arguments,
+    run_eval_command,
+    run_table_command,
+)
 from context_forcing.eval.evaluate import evaluate
 from context_forcing.model.checkpoint import save_checkpoint
 from context_forcing.model.dit import CausalVideoDiT
@@ -54,9 +58,9 @@ def test_eval_and_table_commands_write_reports_plots_and_a_table(tmp_path, capsy
                  [str(report), str(report), "--out", str(table), "--plot", str(tmp_path / "a.png")])
     assert run_table_command(args) == 0
     lines = table.read_text().splitlines()
-    # 16 s episodes (64 frames) measure the bins 4-16 and 16-48 whole: 2 + 10 columns
-    assert len(lines) == 4 and lines[2].startswith("| oracle:sink3-window18 |") and lines[2].count("|") == 13
-    assert "M1 16-48 | ECL s" in lines[0] and lines[0].endswith("| drift: sharpness first / last 16 s |")
+    # 16 s episodes (64 frames) measure the bins 4-16 and 16-48 whole: 2 + 15 columns
+    assert len(lines) == 4 and lines[2].startswith("| oracle:sink3-window18 |") and lines[2].count("|") == 18
+    assert "M1 16-48 | ECL s" in lines[0] and lines[0].endswith("| ms / GFLOP per chunk |")
     assert data["drift_summary"]["p2"]["first_seconds"] == [0.0, 8.0]  # 16 s rollouts: halves
     assert isinstance(data["drift_within_interval"], bool)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
@@ -123,8 +127,24 @@ def test_the_table_joins_reports_of_different_lengths_and_shows_drift():
     assert "M1 96-192 | M1 192-384 | ECL s" in head and "M1 16-48" not in head
     assert a.split(" | ")[3] == "-"  # a 64 s report has no 72 s bin
     assert b.split(" | ")[3] == "0.40 [0.40, 0.40]"
-    assert a.endswith("| 1.00 / 0.99 |") and b.endswith("| 1.00 / 0.50 drift: sharpness_ratio |")
-    assert old.endswith("| - |")  # reports from before the drift summary
+    assert a.split(" | ")[-6] == "1.00 / 0.99" and b.split(" | ")[-6] == "1.00 / 0.50 drift: sharpness_ratio"
+    assert old.endswith("| - | - | - | - | - | - |")  # reports from before the drift summary and the cost
+
+
+def test_the_table_shows_identity_resets_cycles_admission_and_cost():
+    from context_forcing.eval.table import markdown_table
+
+    report = {"model": "checkpoints/panworld/m/", "memory": "window-21:absolute",
+              "identity": {"p1": {"after_occlusion": {"accuracy": 0.25},
+                                  "after_state_change": {"accuracy": 0.5}}},
+              "resets": {"p1": {"per_minute": 9.0}, "p2": {"per_minute": 1.5}},
+              "cycles": {"p1": {"rate": 0.125}},
+              "admission_rate": 0.3333, "cost_per_chunk": {"ms_per_episode_median": 12.34, "flops": 2.5e9}}
+    head, _, row = markdown_table([report]).splitlines()
+    assert head.endswith("| identity occl. / state | resets /min | cycles | admission "
+                         "| ms / GFLOP per chunk |")
+    assert row.endswith("| 0.25 / 0.50 | 1.50 | 0.12 | 0.33 | 12.3 / 2.50 |")  # resets: P2's before P1's
+    assert row.startswith("| m [window-21:absolute] |")  # a checkpoint path's last part names the row
 
 
 def test_table_rejects_a_file_that_is_not_a_report(tmp_path):
@@ -139,6 +159,15 @@ def test_a_random_model_is_evaluated_batched_and_fails_motion(panworld_checkpoin
     assert report["memory"] == "sink3-slow12-fast6:similarity0.95:bounded"
     assert report["motion"]["passes"] is False
     assert report["m1_new"]["score"] is not None and report["m2_memory_critical"]["score"] is not None
+    # what the sessions measured: admission over every candidate, a cost per generated chunk
+    assert (report["candidates"] > 0
+            and report["admission_rate"] == report["admissions"] / report["candidates"])
+    cost = report["cost_per_chunk"]
+    padded = -(-report["frames"] // 3) * 3
+    # P1 + P2, 2 episodes
+    assert cost["chunks"] == 2 * ((padded - 6) // 3 + padded // 3) and cost["batch"] == 1
+    assert 9 <= cost["attended_frames"] <= 21 and cost["flops"] > 0 and cost["ms_median"] > 0
+    assert cost["ms_per_episode_median"] == cost["ms_median"]
     # a sample's video does not depend on its batch: one batch of 2 scores as two batches of 1
     p1_only = evaluate(str(panworld_checkpoint), 2, 8, protocol="p1", progress=False, bootstrap_draws=50)
     assert p1_only["ecl_seconds_m2"] is None
@@ -151,6 +180,7 @@ def test_the_memory_flag_overrides_the_checkpoint_layout(panworld_checkpoint):
     report = evaluate(str(panworld_checkpoint), 1, 2, memory="window-6", protocol="p2", progress=False,
                       bootstrap_draws=10)
     assert report["memory"] == "window-6:bounded" and report["ecl_seconds"] is None
+    assert report["admission_rate"] is None and report["cost_per_chunk"]["attended_frames"] == 6
 
 
 def test_seed_ranges_stay_in_the_eval_split():

@@ -6,7 +6,7 @@ from itertools import pairwise
 
 import pytest
 
-from context_forcing.data.panworld import PanWorldConfig, sample_episode
+from context_forcing.data.panworld import PanWorldConfig, render_episode, sample_episode
 from context_forcing.eval.cases import WRONG, chance_world, make_cases
 from context_forcing.eval.identity import decode_attributes, decode_hat, identity_counts, identity_frames
 
@@ -27,7 +27,8 @@ def test_attribute_decoder_is_accurate_on_ground_truth(episodes):
     for episode in episodes:
         frames = visible_frames(episode)
         subject = episode.layout.subject
-        decoded = decode_attributes(episode.render()[frames], episode.cfg, subject.shape, subject.colour)
+        pixels = render_episode(episode)[frames]
+        decoded = decode_attributes(pixels, episode.cfg, subject.shape, subject.colour)
         correct += int((decoded == [subject.badge, subject.accent]).all(axis=1).sum())
         total += len(frames)
     assert total > 500 and correct / total >= 0.95
@@ -38,7 +39,7 @@ def test_hat_decoder_is_accurate_on_ground_truth(episodes):
     for episode in episodes:
         frames = visible_frames(episode)
         truth = episode.state_index[frames].astype(bool)
-        correct += int((decode_hat(episode.render()[frames], episode.cfg) == truth).sum())
+        correct += int((decode_hat(render_episode(episode)[frames], episode.cfg) == truth).sum())
         total, hats = total + len(frames), hats + int(truth.sum())
     assert 0 < hats < total and correct / total >= 0.95  # both states occur
 
@@ -50,7 +51,7 @@ def test_decoders_tell_other_subjects_apart(episodes):
         sa, sb = a.layout.subject, b.layout.subject
         if (sa.shape, sa.colour) != (sb.shape, sb.colour) or (sa.badge, sa.accent) == (sb.badge, sb.accent):
             continue
-        decoded = decode_attributes(a.render()[visible_frames(a)], a.cfg, sa.shape, sa.colour)
+        decoded = decode_attributes(render_episode(a)[visible_frames(a)], a.cfg, sa.shape, sa.colour)
         right += int((decoded == [sa.badge, sa.accent]).all(axis=1).sum())
         wrong += int((decoded == [sb.badge, sb.accent]).all(axis=1).sum())
     assert wrong == 0

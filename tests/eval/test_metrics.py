@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from context_forcing.eval.metrics import (BIN_NAMES, RevisitSums, bootstrap_weights, column_errors,
-                                          difference_interval, effective_context_length, measured_bins,
-                                          pooled_score, score_table)
+from context_forcing.eval.metrics import (
+    BIN_NAMES,
+    RevisitSums,
+    bootstrap_weights,
+    column_errors,
+    difference_interval,
+    effective_context_length,
+    measured_bins,
+    pooled_score,
+    score_table,
+)
 
 
 def curve(*scores):

@@ -9,8 +9,13 @@ import pytest
 
 from context_forcing.eval.cases import make_cases
 from context_forcing.eval.metrics import RevisitSums, bootstrap_weights
-from context_forcing.eval.references import (oracle_layout, oracle_plan, oracle_video, reference_videos,
-                                             restorable_summary)
+from context_forcing.eval.references import (
+    oracle_layout,
+    oracle_plan,
+    oracle_video,
+    reference_videos,
+    restorable_summary,
+)
 from context_forcing.eval.revisits import m1_sums, m2_sums
 from context_forcing.eval.scoring import revisit_tables, score_videos
 from context_forcing.memory.layout import parse_layout

@@ -28,8 +28,10 @@ def test_memory_frames_are_sink_slow_fast_in_time_order():
     frames = memory_frames(90)
     assert frames[:3] == [0, 1, 2] and frames[-6:] == list(range(84, 90))
     slow = frames[3:-6]
-    assert len(slow) == 12 and slow == sorted(slow) and slow[-1] == 83 and all(b - a == 6 for a, b in zip(slow, slow[1:]))
-    assert memory_frames(20) == [0, 1, 2, 7, 13] + list(range(14, 20))  # fewer slow frames when history is short
+    assert (len(slow) == 12 and slow == sorted(slow) and slow[-1] == 83
+            and all(b - a == 6 for a, b in zip(slow, slow[1:])))
+    # fewer slow frames when history is short
+    assert memory_frames(20) == [0, 1, 2, 7, 13] + list(range(14, 20))
     with pytest.raises(ConfigError, match="history"):
         memory_frames(8)
 
@@ -68,7 +70,8 @@ def test_probe_teacher_command(tmp_path, capsys):
     run = _small_panworld()
     ckpt = save_checkpoint(tmp_path / "t", run, CausalVideoDiT(run.model, run.text).state_dict())
     report = tmp_path / "p.json"
-    assert main(["probe-teacher", str(ckpt), "--episodes", "2", "--sample-steps", "1", "--report", str(report)]) == 0
+    assert main(["probe-teacher", str(ckpt), "--episodes", "2", "--sample-steps", "1",
+                 "--report", str(report)]) == 0
     data = json.loads(report.read_text())
     for key in ("x0_error_context", "x0_error_empty", "copy_last", "oracle_copy", "gap_closed",
                 "sample_sharpness_ratio", "x0_error_s0.1", "input_error_s0.1"):

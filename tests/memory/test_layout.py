@@ -76,7 +76,8 @@ def layouts(draw):
         frames=draw(st.sampled_from(["first", "all"])),
     )
     if policy.kind != "similarity":  # tau is not part of the name of other kinds
-        policy = AdmissionPolicy(policy.kind, every=policy.every, reference=policy.reference, frames=policy.frames)
+        policy = AdmissionPolicy(policy.kind, every=policy.every, reference=policy.reference,
+                                 frames=policy.frames)
     if policy.kind != "uniform":
         policy = AdmissionPolicy(policy.kind, policy.tau, reference=policy.reference, frames=policy.frames)
     return MemoryLayout(sink, draw(st.integers(1, 40)), fast, chunk, policy, positions)

@@ -18,8 +18,8 @@ from context_forcing.model.rope import grid_positions
 
 def _memory(run, layout, batch):
     m = run.model
-    shape = StoreShape(m.layers, run.tokens_per_frame, m.heads, m.head_dim, (m.in_channels, 8, 8), m.action_dim,
-                       m.layers * m.dim)
+    shape = StoreShape(m.layers, run.tokens_per_frame, m.heads, m.head_dim, (m.in_channels, 8, 8),
+                       m.action_dim, m.layers * m.dim)
     return SlowFastMemory(layout, shape, batch)
 
 
@@ -45,7 +45,8 @@ def test_full_layout_equals_block_causal_sequence_forward(run, model):
             s = slice(3 * i, 3 * i + 3)
             plans = memory.plan()
             context = memory.context(model, plans)
-            step = _chunk_forward(model, prompt, noisy[:, s], torch.full((b, 3), 600.0), plans, cond.frames(s), context)
+            step = _chunk_forward(model, prompt, noisy[:, s], torch.full((b, 3), 600.0), plans,
+                                  cond.frames(s), context)
             # the sequence: clean frames before the chunk, then the noisy chunk
             seq = torch.cat([x[:, :3 * i], noisy[:, s]], dim=1)
             t = torch.cat([torch.zeros(b, 3 * i), torch.full((b, 3), 600.0)], dim=1)
@@ -89,16 +90,20 @@ def test_every_layout_equals_naive_reference(run, model, spec):
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
             commit = _chunk_forward(model, prompt, x[:, s], torch.zeros(b, 3), plans, cond.frames(s), ctx)
             memory.commit(commit.kv, _frame_inputs(x[:, s], cond.frames(s)))
-            ref_commit = _chunk_forward(model, prompt, x[:, s], torch.zeros(b, 3), plans, cond.frames(s), ref_ctx)
-            reference.commit([p.chunk_frames for p in plans], ref_commit.kv, grid_positions(2, 2).expand(b, 3, -1, -1))
+            ref_commit = _chunk_forward(model, prompt, x[:, s], torch.zeros(b, 3), plans,
+                                        cond.frames(s), ref_ctx)
+            reference.commit([p.chunk_frames for p in plans], ref_commit.kv,
+                             grid_positions(2, 2).expand(b, 3, -1, -1))
             assert max(p.slots for p in plans) <= (layout.budget or f)
     if layout.policy.kind == "similarity":  # the test exercises per-sample admission, not a trivial pattern
-        admitted = [[e.admitted for e in memory.stats.events if e.sample == s] for s in range(b)]
-        assert admitted[0] != admitted[1] and any(admitted[0] + admitted[1]) and not all(admitted[0] + admitted[1])
+        admitted = [[e.admitted for e in memory.samples[s].stats.recent] for s in range(b)]
+        assert (admitted[0] != admitted[1] and any(admitted[0] + admitted[1])
+                and not all(admitted[0] + admitted[1]))
 
 
 def test_output_does_not_depend_on_absolute_chunk_index(run, model):
-    """Same memory contents relabelled 30 frames later: bounded positions give the same output, absolute not."""
+    """Same memory contents relabelled 30 frames later:
+    bounded positions give the same output, absolute not."""
     outputs = {}
     for spec in ("sink3-slow6-fast6:uniform1", "sink3-slow6-fast6:uniform1:absolute"):
         layout, b, chunks = parse_layout(spec, 3), 1, 12
@@ -129,9 +134,10 @@ def _shifted(memory: SlowFastMemory, offset: int) -> SlowFastMemory:
     late = _copy(memory)
     sink = set(memory.tables[0].sink)
     move = lambda f: f if f in sink else f + offset  # noqa: E731
-    late.tables = [dataclasses.replace(t, slow=tuple(map(move, t.slow)), fast=tuple(map(move, t.fast)),
-                                       next_frame=t.next_frame + offset) for t in memory.tables]
-    late.slots = [{move(f): s for f, s in slots.items()} for slots in memory.slots]
+    late.samples = [dataclasses.replace(s, table=dataclasses.replace(
+        s.table, slow=tuple(map(move, s.table.slow)), fast=tuple(map(move, s.table.fast)),
+        next_frame=s.table.next_frame + offset), slots={move(f): slot for f, slot in s.slots.items()})
+        for s in memory.samples]
     return late
 
 

@@ -1,4 +1,5 @@
-"""Memory planning: golden plans from DESIGN.md section 5 and invariants over random layouts and admissions."""
+"""Memory planning: golden plans from DESIGN.md section 5 and invariants over random layouts
+and admissions."""
 
 import random
 
@@ -9,7 +10,14 @@ from hypothesis import strategies as st
 
 from context_forcing.memory.layout import AdmissionPolicy, MemoryLayout, parse_layout
 from context_forcing.memory.plan import (
-    PARTS, ChunkPlan, MemoryTable, admit, commit_chunk, plan_chunk, positions_for, simulate,
+    PARTS,
+    ChunkPlan,
+    MemoryTable,
+    admit,
+    commit_chunk,
+    plan_chunk,
+    positions_for,
+    simulate,
 )
 from context_forcing.memory.policy import make_decider
 
@@ -296,7 +304,8 @@ def admission_pattern(seed: int, rate: float):
 
 def expected_slow(layout, admitted, left_before):
     """Slow memory rebuilt independently: the newest N_c admitted frames among candidates already left."""
-    entering = [f for c in admitted if c[-1] < left_before for f in (c if layout.policy.frames == "all" else c[:1])]
+    entering = [f for c in admitted if c[-1] < left_before
+                for f in (c if layout.policy.frames == "all" else c[:1])]
     return tuple(entering[max(0, len(entering) - layout.slow):])
 
 
@@ -354,7 +363,8 @@ def test_plan_invariants(layout, num_chunks, seed, rate):
     assert len(plans) == num_chunks
     c = layout.chunk
     # candidates are the non-sink chunks, in order, each offered once
-    assert candidates == [tuple(range(layout.sink + k * c, layout.sink + (k + 1) * c)) for k in range(len(candidates))]
+    assert candidates == [tuple(range(layout.sink + k * c, layout.sink + (k + 1) * c))
+                          for k in range(len(candidates))]
     assert layout.admits or not candidates
     for index, plan in enumerate(plans):
         check_plan(layout, index, plan, admitted)

@@ -59,9 +59,11 @@ def test_reference_previous_versus_last_admitted():
     step = math.acos(0.97)
     summaries = [at_angle(k * step) for k in range(5)]
     # previous: every candidate resembles its predecessor, so only the first enters
-    assert run(AdmissionPolicy("similarity", reference="previous"), summaries) == [True, False, False, False, False]
+    assert run(AdmissionPolicy("similarity", reference="previous"), summaries) == [
+        True, False, False, False, False]
     # last admitted: drift accumulates until it crosses tau (2 steps: cos 0.88 < 0.95)
-    assert run(AdmissionPolicy("similarity", reference="last_admitted"), summaries) == [True, False, True, False, True]
+    assert run(AdmissionPolicy("similarity", reference="last_admitted"), summaries) == [
+        True, False, True, False, True]
 
 
 def test_reference_updates():

@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from conftest import make_cond, make_latents
-from context_forcing.model.checkpoint import (CheckpointError, load_model, point_latest, read_config,
-                                              resolve_checkpoint, save_checkpoint)
+from context_forcing.model.checkpoint import (
+    CheckpointError,
+    load_model,
+    point_latest,
+    read_config,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from context_forcing.model.dit import CausalVideoDiT
 
 

@@ -14,7 +14,8 @@ from context_forcing.presets import PRESETS
 
 
 def test_a_token_wider_than_the_model_is_rejected():
-    with pytest.raises(ConfigError, match=r"model.dim \(256\) must be >= the numbers per token.*3 x 1x32x4 = 384"):
+    with pytest.raises(ConfigError,
+                       match=r"model.dim \(256\) must be >= the numbers per token.*3 x 1x32x4 = 384"):
         ModelConfig(patch=(1, 32, 4), dim=256, heads=4)
     ModelConfig(patch=(1, 32, 4), dim=384, heads=6)  # as wide as the token: fine
 

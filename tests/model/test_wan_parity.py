@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from context_forcing.presets import get_preset
-
 from diffusers import WanTransformer3DModel  # noqa: E402  test dependency (slow to import: only here)
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers  # noqa: E402
 
 from context_forcing.conditioning import Conditioning  # noqa: E402
 from context_forcing.config import ModelConfig, TextConfig  # noqa: E402
 from context_forcing.model.dit import CausalVideoDiT  # noqa: E402
-from context_forcing.model.wan_adapter import (WanKeyError, diffusers_config, from_diffusers,  # noqa: E402
-                                               from_wan_original, key_map, load_diffusers_transformer,
-                                               model_config_from_diffusers, to_diffusers, to_wan_original)
+from context_forcing.model.wan_adapter import (  # noqa: E402
+    WanKeyError,
+    diffusers_config,
+    from_diffusers,
+    from_wan_original,
+    key_map,
+    load_diffusers_transformer,
+    model_config_from_diffusers,
+    to_diffusers,
+    to_wan_original,
+)
+from context_forcing.presets import get_preset
 
 ATOL = RTOL = 1e-5
 # head_dim 32: 16 rotation pairs split (time 6, row 5, column 5), so a wrong split changes the output

@@ -9,20 +9,22 @@ import torch
 
 from conftest import make_cond, make_latents
 from context_forcing.config import MemoryConfig
+from context_forcing.memory.layout import run_layout
 from context_forcing.rollout.report import session_report
 from context_forcing.rollout.session import StreamingSession
 
 
 def test_sample_does_not_depend_on_its_batch(run, model):
     cond = make_cond(run, 3, 30)
-    layout = "sink3-slow6-fast6:uniform2"
+    layout = run_layout(run, "sink3-slow6-fast6:uniform2")
     batch = StreamingSession(model, run, cond, seed=4, layout=layout)
     alone = StreamingSession(model, run, cond.select(slice(1, 2)), seed=4, samples=[1], layout=layout)
-    out_batch = torch.cat([c.latents for c in batch.stream(30)], dim=1)
-    out_alone = torch.cat([c.latents for c in alone.stream(30)], dim=1)
+    batch_chunks, alone_chunks = list(batch.stream(30)), list(alone.stream(30))
+    out_batch = torch.cat([c.latents for c in batch_chunks], dim=1)
+    out_alone = torch.cat([c.latents for c in alone_chunks], dim=1)
     torch.testing.assert_close(out_batch[1:2], out_alone, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(out_batch[0], out_batch[1])
-    assert [r.plans[1] for r in batch.records] == [r.plans[0] for r in alone.records]
+    assert [c.record.plans[1] for c in batch_chunks] == [c.record.plans[0] for c in alone_chunks]
 
 
 def test_same_seed_same_video_and_seed_matters(run, model):
@@ -36,7 +38,8 @@ def test_same_seed_same_video_and_seed_matters(run, model):
 
 @pytest.mark.parametrize("admit_kv", ["clean", "first_pass"])
 def test_prefill_commits_like_generation(run, model, admit_kv):
-    run = dataclasses.replace(run, memory=MemoryConfig(layout="sink3-slow6-fast6:uniform1", admit_kv=admit_kv))
+    run = dataclasses.replace(run,
+                              memory=MemoryConfig(layout="sink3-slow6-fast6:uniform1", admit_kv=admit_kv))
     cond = make_cond(run, 2, 24)
     generated = StreamingSession(model, run, cond, seed=0)
     latents = torch.cat([c.latents for c in generated.stream(18)], dim=1)
@@ -45,11 +48,12 @@ def test_prefill_commits_like_generation(run, model, admit_kv):
     assert prefilled.memory.tables == generated.memory.tables
     if admit_kv == "clean":
         for name in ("keys", "values", "latents", "actions", "pose", "spatial"):
-            torch.testing.assert_close(getattr(prefilled.memory.store, name), getattr(generated.memory.store, name),
-                                       rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(prefilled.generate_chunk()[0], generated.generate_chunk()[0], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(getattr(prefilled.memory.store, name),
+                                       getattr(generated.memory.store, name), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(prefilled.generate_chunk()[0], generated.generate_chunk()[0],
+                                   rtol=1e-4, atol=1e-4)
     else:  # generation admitted the first (noisiest) pass's K/V to slow; prefill has only clean passes
-        slots = generated.memory.slots[0]
+        slots = generated.memory.samples[0].slots
         slow = [slots[f] for f in generated.memory.tables[0].slow]
         fast = [slots[f] for f in generated.memory.tables[0].fast]
         store_g, store_p = generated.memory.store, prefilled.memory.store
@@ -72,7 +76,8 @@ def test_conditioning_must_cover_the_video(run, model):
 
 def test_long_run_memory_stays_bounded_and_report(run, model):
     cond = make_cond(run, 2, 120)
-    session = StreamingSession(model, run, cond, seed=0, layout="sink3-slow12-fast6:uniform1")
+    layout = run_layout(run, "sink3-slow12-fast6:uniform1")
+    session = StreamingSession(model, run, cond, seed=0, layout=layout)
     for _ in session.stream(120):
         pass
     report = session_report(session, 120, 120, 1.0)

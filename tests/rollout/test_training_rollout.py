@@ -14,7 +14,8 @@ LAYOUT = "sink3-slow3-fast6:uniform1"
 
 def _rollout(model, run, frames=18, grad_from=2, context_chunk=4, seed=0, exit_step="shared"):
     cond = make_cond(run, 2, frames)
-    return student_rollout(model, run, parse_layout(LAYOUT, 3), cond, frames, torch.Generator().manual_seed(seed),
+    return student_rollout(model, run, parse_layout(LAYOUT, 3), cond, frames,
+                           torch.Generator().manual_seed(seed),
                            grad_from_chunk=grad_from, exit_step=exit_step, context_chunk=context_chunk)
 
 
@@ -22,7 +23,8 @@ def test_only_exit_steps_of_gradient_chunks_carry_gradient(run, model):
     roll = _rollout(model, run)
     assert roll.latents.requires_grad
     assert roll.grad_frames[:, :6].logical_not().all() and roll.grad_frames[:, 6:].all()
-    assert roll.exit_steps[:2] == [3, 3] and len(set(roll.exit_steps[2:])) == 1  # full sampler, then shared exit
+    # full sampler, then shared exit
+    assert roll.exit_steps[:2] == [3, 3] and len(set(roll.exit_steps[2:])) == 1
     # frames of chunks without gradient contribute nothing to any parameter's gradient
     params = [p for p in model.parameters()]
     early = torch.autograd.grad(roll.latents[:, :6].sum(), params, retain_graph=True, allow_unused=True)

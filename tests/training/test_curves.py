@@ -1,4 +1,5 @@
-"""`context-forcing curves`: metrics.jsonl of run directories -> one PNG; bad input exits 2 before any work."""
+"""`context-forcing curves`: metrics.jsonl of run directories -> one PNG;
+bad input exits 2 before any work."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from context_forcing.training.curves import moving_mean, plot_curves, read_metri
 def _run(tmp_path, name: str, steps: int = 20):
     run = tmp_path / name
     run.mkdir()
-    rows = [{"step": s, "time": 0.0, "loss": 1.0 / s, **({"probe_gap_closed": s / 100} if s % 10 == 0 else {})}
+    rows = [{"step": s, "time": 0.0, "loss": 1.0 / s,
+             **({"probe_gap_closed": s / 100} if s % 10 == 0 else {})}
             for s in range(1, steps + 1)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run

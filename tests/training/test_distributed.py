@@ -21,15 +21,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cond, make_latents, randomize
 from safetensors.torch import load_file
 from torch.distributed.tensor import DTensor
 
+from conftest import make_cond, make_latents, randomize
 from context_forcing.model.checkpoint import save_checkpoint
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import tiny
-from context_forcing.training.distributed import (barrier_and_destroy, full_on_main, init_distributed,
-                                                  load_full_state, shard, shard_optimizer_state)
+from context_forcing.training.distributed import (
+    barrier_and_destroy,
+    full_on_main,
+    init_distributed,
+    load_full_state,
+    shard,
+    shard_optimizer_state,
+)
 
 WEIGHT_TOL = 1e-5  # weights, EMA, ERFT banks: absolute
 MOMENT_TOL = 1e-4  # Adam's exp_avg, exp_avg_sq: relative to the tensor's largest entry

@@ -183,8 +183,8 @@ def test_zero_bank_size_disables_erft():
     bank.add(_errors(3), _ts(1.0, 2.0, 3.0))
     assert bank.count(0) == 0 and bank.std() == 0.0
     context, target = torch.randn(2, 3, *FRAME), torch.randn(2, 2, *FRAME)
-    new_context, new_target, _ = inject(context, torch.ones(2, 3, dtype=torch.bool), target, _ts(1.0, 2.0), bank,
-                                        cfg, torch.Generator().manual_seed(0))
+    new_context, new_target, _ = inject(context, torch.ones(2, 3, dtype=torch.bool), target, _ts(1.0, 2.0),
+                                        bank, cfg, torch.Generator().manual_seed(0))
     assert torch.equal(new_context, context) and torch.equal(new_target, target)
 
 

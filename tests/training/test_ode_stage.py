@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import make_cond, make_latents, randomize
 from context_forcing.diffusion.schedule import student_sigmas
-from context_forcing.memory.layout import parse_layout
+from context_forcing.memory.layout import parse_layout, run_layout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.session import StreamingSession
 from context_forcing.training import ode_stage
@@ -53,7 +53,7 @@ def _long_history_stage(run, seed: int = 0) -> OdeInitStage:
                     context=replace(train.context, max_slow=12, max_fast=6, p_empty=0.0))
     torch.manual_seed(0)
     teacher = randomize(CausalVideoDiT(run.model, run.text), std=0.05)
-    return OdeInitStage(run, train, copy.deepcopy(teacher), teacher, Clips(run, train.batch))
+    return OdeInitStage(run, train, run_layout(run), copy.deepcopy(teacher), teacher, Clips(run, train.batch))
 
 
 def _record_forwards(model: torch.nn.Module) -> tuple[list[dict], torch.utils.hooks.RemovableHandle]:
@@ -101,16 +101,18 @@ def test_student_context_equals_a_streaming_session_of_the_same_history(run, mon
     monkeypatch.setattr(ode_stage, "teacher_trajectory", teacher_trajectory)
     histories = []
     pick = stage._history_frames
-    monkeypatch.setattr(stage, "_history_frames", lambda random: histories.append(pick(random)) or histories[-1])
+    monkeypatch.setattr(stage, "_history_frames",
+                        lambda random: histories.append(pick(random)) or histories[-1])
     calls, hook = _record_forwards(stage.student)
     stage.train_step(0)
     hook.remove()
 
-    ((_, x0),), (history,), ((latents, cond),), (inputs,) = trajectories, histories, stage.data.served, teacher_views
+    ((_, x0),), (history,), ((latents, cond),), (inputs,) = (trajectories, histories, stage.data.served,
+                                                             teacher_views)
     c = run.chunk
     assert history >= 3 * c and x0.shape[1] >= 2 * c  # a real history, and a committed target chunk is reused
     session_cond = cond.frames(slice(0, history + x0.shape[1]))
-    session = StreamingSession(before, run, session_cond, layout=run.memory.layout)
+    session = StreamingSession(before, run, session_cond, layout=run_layout(run))
     session.prefill(latents[:, :history])
     # the teacher sees exactly what the student's memory holds at the first target chunk, clean real frames
     plans = session.memory.plan()
@@ -120,8 +122,8 @@ def test_student_context_equals_a_streaming_session_of_the_same_history(run, mon
         torch.testing.assert_close(inputs.latents[b, :n], latents[b, frames], rtol=0, atol=0)
         assert bool(inputs.context_valid[b, :n].all()) and not bool(inputs.context_valid[b, n:].any())
 
-    denoising = [call for call in calls if not call["commit"] and call["frames"] == c and call["context"] is not None
-                 and call["temporal"].shape[1] == c]
+    denoising = [call for call in calls if not call["commit"] and call["frames"] == c
+                 and call["context"] is not None and call["temporal"].shape[1] == c]
     levels = len(run.sampler.student_timesteps)
     denoising = denoising[-levels * (x0.shape[1] // c):]  # after the history's commit passes
     for k in range(x0.shape[1] // c):

@@ -14,7 +14,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from test_loop import DummyStage, assert_same_run, dummy_train, rows_without_time
 
 from context_forcing.cli import main
@@ -29,7 +28,7 @@ CHILD = f"""
 import os, sys, types
 sys.path.insert(0, {str(HERE)!r})
 from test_loop import DummyStage
-registry = types.ModuleType("context_forcing.training.stages")
+registry = types.ModuleType("context_forcing.training.registry")
 registry.build_stage = lambda name, run, train, init, teacher, device: DummyStage(
     train, delay=float(os.environ.get("DUMMY_DELAY", "0")))
 sys.modules[registry.__name__] = registry
@@ -44,7 +43,7 @@ def cli_args(run_dir: Path) -> list[str]:
 
 
 def fake_registry(monkeypatch) -> None:
-    registry = types.ModuleType("context_forcing.training.stages")
+    registry = types.ModuleType("context_forcing.training.registry")
     registry.build_stage = lambda name, run, train, init, teacher, device: DummyStage(train)
     monkeypatch.setitem(sys.modules, registry.__name__, registry)
 

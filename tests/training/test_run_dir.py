@@ -20,7 +20,8 @@ def test_a_field_missing_from_a_saved_config_takes_its_default(tmp_path):
     assert config_mismatches(tmp_path, run, train) == []
     saved["prompt_dropout"] = 0.3  # a real difference is still reported
     (tmp_path / "train_config.json").write_text(json.dumps(saved))
-    assert config_mismatches(tmp_path, run, train) == ["train_config.json prompt_dropout (saved 0.3, now 0.1)"]
+    assert config_mismatches(tmp_path, run, train) == [
+        "train_config.json prompt_dropout (saved 0.3, now 0.1)"]
 
 
 def test_a_changed_memory_layout_is_a_mismatch(tmp_path):

@@ -15,7 +15,7 @@ from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import tiny
 from context_forcing.training.config import for_preset
 from context_forcing.training.loop import run_training, seed_everything
-from context_forcing.training.stages import build_stage
+from context_forcing.training.registry import build_stage
 
 
 def _run(run_dir, name, steps, teacher):
@@ -44,5 +44,6 @@ def test_resumed_stage_matches_an_uninterrupted_one(tmp_path, name):
         for key in a:
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
     rows = [[{k: v for k, v in json.loads(line).items() if k != "time"}
-             for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("straight", "resumed")]
+             for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("straight", "resumed")]
     assert rows[0] == rows[1] and len(rows[0]) == 4

@@ -13,7 +13,7 @@ from context_forcing.model.checkpoint import save_checkpoint
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.training.config import for_preset
 from context_forcing.training.ode_stage import ode_grid
-from context_forcing.training.stages import build_stage
+from context_forcing.training.registry import build_stage
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +88,37 @@ def test_teacher_banks_nothing_during_the_erft_warmup(run):
 
 
 def test_teacher_targets_start_at_many_episode_frames(run):
-    from context_forcing.training.randomness import DrawCounter
+    from context_forcing.training.randomness import DrawSites
 
     stage = build_stage("teacher", run, for_preset("teacher", "tiny"), None, None)
-    counter = DrawCounter(0, range(1))
+    sites = DrawSites(0, range(1))
     starts = set()
     for step in range(30):
-        counter.start(step)
-        history = stage._history_frames(counter.next())
+        sites.start(step)
+        history = stage._history_frames(sites.next())
         assert history % run.chunk == 0
         starts.add(history)
     assert len(starts) >= 4 and 0 in starts or len(starts) >= 5
+
+
+@pytest.mark.parametrize("teacher_context", ["memory", "none"])
+def test_stage2_teacher_context_is_the_memory_or_nothing(run, teacher_dir, teacher_context):
+    from dataclasses import replace
+
+    train = for_preset("stage2", "tiny")
+    train = replace(train, dmd=replace(train.dmd, teacher_context=teacher_context))
+    stage = build_stage("stage2", run, train, None, teacher_dir)
+    stage.random.start(0)
+    with torch.no_grad():
+        roll, inputs = stage._rollout(0, grad=False, random=stage.random.next())
+    assert roll.context is not None  # the curriculum's rollouts always have frames before the target
+    expected = int(roll.context[1].sum(dim=1).max()) if teacher_context == "memory" else 0
+    assert (int(inputs.context_valid.sum(dim=1).max()) == expected
+            and inputs.num_target == train.curriculum.target)
+
+
+def test_teacher_context_must_be_known():
+    from context_forcing.training.config import DmdConfig
+
+    with pytest.raises(ValueError, match="teacher_context"):
+        DmdConfig(teacher_context="window")

@@ -1,6 +1,6 @@
-"""A teacher trained briefly on a copy task (the target repeats its context) uses that context: its flow-matching
-loss with the context is far below its loss with the context emptied. A teacher whose `teacher_inputs` hides the
-context from the target cannot learn this and fails."""
+"""A teacher trained briefly on a copy task (the target repeats its context) uses that context: its
+flow-matching loss with the context is far below its loss with the context emptied. A teacher whose
+`teacher_inputs` hides the context from the target cannot learn this and fails."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ CHUNK = 3  # context = one chunk; the target repeats it frame for frame
 SIZE, PATCH = 4, 2  # 4x4 latent frames in 2x2 patches: 4 tokens of 12 numbers
 SHIFT = 5.0
 # `tiny` made smaller still (and without actions or pose) so that 200 updates take a few seconds on one thread
-MODEL = replace(tiny().model, patch=(1, PATCH, PATCH), dim=24, ffn_dim=48, text_dim=8, freq_dim=16, action_dim=0,
-                pose_freqs=0)
+MODEL = replace(tiny().model, patch=(1, PATCH, PATCH), dim=24, ffn_dim=48, text_dim=8, freq_dim=16,
+                action_dim=0, pose_freqs=0)
 TEXT = replace(tiny().text, vocab_size=2, prompt_len=1)
 
 
@@ -38,8 +38,8 @@ def _loss(model: CausalVideoDiT, context: torch.Tensor, target: torch.Tensor, no
     cond = Conditioning(prompt=torch.ones(b, 1, dtype=torch.long))
     inputs = teacher_inputs(context, torch.ones(b, context.shape[1], dtype=torch.bool), cond, target, cond)
     x_t = add_noise(target, noise, sigma[:, None])
-    v = model(inputs.with_target(x_t), inputs.timesteps(sigma * 1000), model.encode_prompt(cond), inputs.temporal,
-              cond, frame_mask=inputs.frame_mask).velocity[:, inputs.num_context:]
+    v = model(inputs.with_target(x_t), inputs.timesteps(sigma * 1000), model.encode_prompt(cond),
+              inputs.temporal, cond, frame_mask=inputs.frame_mask).velocity[:, inputs.num_context:]
     return flow_matching_loss(v, target, noise)
 
 
@@ -66,6 +66,7 @@ def test_teacher_learns_to_use_its_context_on_a_copy_task():
     with torch.no_grad():
         with_context = float(_loss(model, context, target, noise, sigma))
         emptied = float(_loss(model, context[:, :0], target, noise, sigma))
-    # measured (seeds 0-4, 200 updates): 0.09-0.12 with the context against 2.2-2.6 emptied (ratio 0.04-0.055);
-    # a teacher whose targets cannot see the context scores the same both ways (1.12 and 1.12: ratio 1)
+    # measured (seeds 0-4, 200 updates): 0.09-0.12 with the context against 2.2-2.6 emptied
+    # (ratio 0.04-0.055); a teacher whose targets cannot see the context scores the same both ways
+    # (1.12 and 1.12: ratio 1)
     assert with_context < 0.3 * emptied, (with_context, emptied)

@@ -1,5 +1,5 @@
-"""The run's memory layout (`train --memory`, RunConfig `memory.layout`) reaches the DMD stages' student rollouts,
-every option of it, and `memory.admit_kv = first_pass` is honoured there as in streaming."""
+"""The run's memory layout (`train --memory`, RunConfig `memory.layout`) reaches the DMD stages' student
+rollouts, every option of it, and `memory.admit_kv = first_pass` is honoured there as in streaming."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_cond, randomize
 from context_forcing.config import MemoryConfig
-from context_forcing.memory.layout import parse_layout
+from context_forcing.memory.layout import parse_layout, run_layout
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import tiny
 from context_forcing.rollout.training_rollout import student_rollout
@@ -43,7 +43,8 @@ def _stage(layout: str, frames: int) -> DmdStage:
                     curriculum=CurriculumConfig(n_min=frames, n_max_start=frames, n_max_end=frames, target=6))
     torch.manual_seed(0)
     model = randomize(CausalVideoDiT(run.model, run.text), std=0.05)
-    return DmdStage("stage2", run, train, model, copy.deepcopy(model), copy.deepcopy(model), Prompts(run, 2))
+    return DmdStage("stage2", run, train, run_layout(run), model, copy.deepcopy(model), copy.deepcopy(model),
+                    Prompts(run, 2))
 
 
 def _rollout(stage: DmdStage):
@@ -54,7 +55,8 @@ def _rollout(stage: DmdStage):
 
 
 def _chunk_positions(stage: DmdStage, monkeypatch) -> tuple[list[float], list[float]]:
-    """Record the temporal positions of every chunk step's chunk and of its context during one `train_step`."""
+    """Record the temporal positions of every chunk step's chunk and of its context during one
+    `train_step`."""
     chunk, context = [], []
     stage.generator.register_forward_pre_hook(lambda module, args: chunk.append(float(args[3].max())))
     prepare = stage.generator.prepare_context
@@ -83,7 +85,7 @@ def test_positions_follow_the_layouts_position_scheme(layout, bounded, monkeypat
 def test_uniform_admission_admits_every_kth_candidate():
     roll = _rollout(_stage("sink3-slow12-fast6:uniform4", frames=45))
     for b in range(2):
-        decisions = [e.admitted for e in roll.memory.stats.events if e.sample == b]
+        decisions = [e.admitted for e in roll.memory.samples[b].stats.recent]
         assert decisions == [i % 4 == 0 for i in range(13)]  # candidates: chunks 1..13 as they leave fast
         assert roll.memory.tables[b].slow == (3, 15, 27, 39)  # the first frame of chunks 1, 5, 9, 13
 
@@ -95,7 +97,8 @@ def test_admission_options_reach_the_rollout(layout, slow):
     assert [table.slow for table in roll.memory.tables] == [slow, slow]
 
 
-@pytest.mark.parametrize("layout", ["full", "sink3-window18", "sink3-slow12-fast6:similarity0.9:ref-last-admitted",
+@pytest.mark.parametrize("layout", ["full", "sink3-window18",
+                                    "sink3-slow12-fast6:similarity0.9:ref-last-admitted",
                                     "sink3-slow6-fast6:similarity:ref-previous:admit-first:absolute"])
 def test_every_layout_builds_the_rollouts_memory(layout):
     roll = _rollout(_stage(layout, frames=24))
@@ -104,7 +107,8 @@ def test_every_layout_builds_the_rollouts_memory(layout):
 
 
 def _first_pass_rollout(admit_kv: str):
-    """A 5-chunk rollout (sink3-slow3-fast6:uniform1) and the K/V of every denoising pass that returned K/V."""
+    """A 5-chunk rollout (sink3-slow3-fast6:uniform1) and the K/V of every denoising pass that
+    returned K/V."""
     run = replace(tiny(), memory=MemoryConfig(layout="sink3-slow3-fast6:uniform1", admit_kv=admit_kv))
     torch.manual_seed(0)
     model = randomize(CausalVideoDiT(run.model, run.text), std=0.05)
@@ -112,11 +116,12 @@ def _first_pass_rollout(admit_kv: str):
 
     def hook(module, args, kwargs, out):
         if out.kv is not None and float(args[1].min()) > 0:  # K/V at a noise level: not the commit pass
-            captured.append(torch.stack([k for k, _ in out.kv]).unflatten(2, (3, -1)))  # (layers, B, c, Lf, H, hd)
+            # (layers, B, c, Lf, H, hd)
+            captured.append(torch.stack([k for k, _ in out.kv]).unflatten(2, (3, -1)))
 
     model.register_forward_hook(hook, with_kwargs=True)
     with torch.no_grad():
-        roll = student_rollout(model, run, parse_layout(run.memory.layout, 3), make_cond(run, 2, 15), 15,
+        roll = student_rollout(model, run, run_layout(run), make_cond(run, 2, 15), 15,
                                torch.Generator().manual_seed(0), grad=False)
     return roll, captured
 
@@ -130,10 +135,11 @@ def test_first_pass_admission_stores_the_first_denoising_pass_in_slow_memory():
     assert [t.slow for t in first.memory.tables] == [(3, 6, 9)] * 2 == [t.slow for t in clean.memory.tables]
     for b in range(2):
         for frame in (3, 6, 9):
-            stored = first.memory.store.keys[:, b, first.memory.slots[b][frame]]
+            stored = first.memory.store.keys[:, b, first.memory.samples[b].slots[frame]]
             torch.testing.assert_close(stored, passes[frame // 3][:, b, 0], rtol=0, atol=0)
         # the clean memory holds the commit pass's K/V of the same frame 3 instead
-        assert not torch.allclose(clean.memory.store.keys[:, b, clean.memory.slots[b][3]], passes[1][:, b, 0])
+        clean_keys = clean.memory.store.keys[:, b, clean.memory.samples[b].slots[3]]
+        assert not torch.allclose(clean_keys, passes[1][:, b, 0])
     # identical until a chunk attends to a slow frame (chunk 3 = frames 9..11)
     torch.testing.assert_close(first.latents[:, :9], clean.latents[:, :9], rtol=0, atol=0)
     assert not torch.allclose(first.latents[:, 9:], clean.latents[:, 9:])

@@ -14,11 +14,18 @@ import numpy as np
 import torch
 
 from context_forcing.conditioning import NULL_TOKEN, Conditioning
+from context_forcing.data.panworld.columns import column_labels
 from context_forcing.data.panworld.config import PanWorldConfig, check_seed, split_of
-from context_forcing.data.panworld.labels import EpisodeLabels, column_labels, episode_labels
 from context_forcing.data.panworld.path import occlusion_by_position, sample_camera_path, subject_visibility
-from context_forcing.data.panworld.world import (Layout, Scene, paint_scene, pillar_columns, sample_layout,
-                                                 subject_screen_box, subject_sprites)
+from context_forcing.data.panworld.world import (
+    Layout,
+    Scene,
+    paint_scene,
+    pillar_columns,
+    sample_layout,
+    subject_screen_box,
+    subject_sprites,
+)
 
 _STREAM = 0x50414E  # separates PanWorld's random stream from other users of the same integer seed
 NO_SHRINE = -(10**6)  # shrine_x of an episode too crowded to hide an unpassed shrine: painted off-world
@@ -164,16 +171,6 @@ class Episode:
         values = (layout.palette, layout.subject.shape, layout.subject.colour, layout.density)
         offsets = np.cumsum((1,) + self.cfg.prompt_sizes[:-1])
         return offsets + np.asarray(values, dtype=np.int64)
-
-    def render(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Frames [start, stop) as uint8 (F, H, W, 3)."""
-        from context_forcing.data.panworld.render import render_episode
-
-        return render_episode(self, start, stop)
-
-    def labels(self, start: int = 0, stop: int | None = None) -> EpisodeLabels:
-        """Ground truth of frames [start, stop), relative to `start` (see `labels.episode_labels`)."""
-        return episode_labels(self, start, stop)
 
     def conditioning(self, start: int = 0, stop: int | None = None, *, spatial: bool = False,
                      grid: tuple[int, int] | None = None, prompt_len: int = 4) -> Conditioning:

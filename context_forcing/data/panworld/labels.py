@@ -9,48 +9,15 @@ when g(t) > h: seen before, but not in the last h frames. Sink-covered: visible 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from context_forcing.data.panworld.columns import NEW, column_labels
+from context_forcing.data.panworld.episode import Episode
+from context_forcing.data.panworld.render import dynamic_mask
 from context_forcing.data.panworld.world import SubjectAttributes
 
-if TYPE_CHECKING:
-    from context_forcing.data.panworld.episode import Episode
-
-NEW = -1  # the gap of a column never visible before
 GAP_BINS: tuple[tuple[int, int | None], ...] = ((4, 16), (16, 48), (48, 96), (96, 192), (192, None))
-
-
-def visibility_table(camera_x: np.ndarray, frame_width: int, world_width: int) -> np.ndarray:
-    """(F, world_width) bool: world column c is on screen at frame t."""
-    cols = np.arange(world_width)[None, :]
-    x = np.asarray(camera_x)[:, None]
-    return (cols >= x) & (cols < x + frame_width)
-
-
-def gap_table(visible: np.ndarray) -> np.ndarray:
-    """(F, W) int64: for every frame and world column, t - (last frame < t it was visible), NEW if none.
-
-    Read it only where `visible`; vectorised with a running max of the visible frame indices.
-    """
-    frames = visible.shape[0]
-    t = np.arange(frames)[:, None]
-    last = np.maximum.accumulate(np.where(visible, t, -1), axis=0)  # last visible frame <= t
-    previous = np.vstack([np.full((1, visible.shape[1]), -1), last[:-1]])  # last visible frame < t
-    return np.where(previous >= 0, t - previous, NEW)
-
-
-def column_labels(camera_x: np.ndarray, frame_width: int, world_width: int,
-                  sink_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(columns, gap, first_seen, sink_covered), each (F, frame_width), for the on-screen columns."""
-    visible = visibility_table(camera_x, frame_width, world_width)
-    columns = np.asarray(camera_x)[:, None] + np.arange(frame_width)  # (F, fw) world px columns
-    rows = np.arange(len(camera_x))[:, None]
-    gap = gap_table(visible)[rows, columns]
-    first = np.where(visible.any(axis=0), visible.argmax(axis=0), -1)  # (W,) first visible frame
-    sink = visible[:sink_frames].any(axis=0)  # (W,)
-    return columns, gap, first[columns], sink[columns]
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,8 +87,6 @@ class EpisodeLabels:
 def episode_labels(episode: Episode, start: int = 0, stop: int | None = None) -> EpisodeLabels:
     """Labels of frames [start, stop) of `episode`, as if the episode began at `start` (a training window
     sees only itself: its gaps, first visits, sink and state are relative to the window)."""
-    from context_forcing.data.panworld.render import dynamic_mask  # render imports this module
-
     cfg = episode.cfg
     camera_x = episode.camera_x[start:stop]
     columns, gap, first, sink = column_labels(camera_x, cfg.frame_width, cfg.world_width, cfg.sink_frames)

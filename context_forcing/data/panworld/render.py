@@ -6,14 +6,10 @@ The panorama is painted once per episode (`Episode.scene`), so rendering is gath
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from context_forcing.data.panworld.episode import Episode
 from context_forcing.data.panworld.world import subject_screen_box
-
-if TYPE_CHECKING:
-    from context_forcing.data.panworld.episode import Episode
 
 
 def _subject_pixels(episode: Episode, start: int, stop: int | None) -> tuple[np.ndarray, np.ndarray]:

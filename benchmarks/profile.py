@@ -1,0 +1,326 @@
+"""Where the time goes: the streaming chunk step and one update of each training stage (issue 12, item 1).
+
+Prints exactly one JSON document on stdout (progress on stderr). A few minutes on 2 CPU cores:
+    .venv/bin/python benchmarks/profile.py [--threads N] [--presets tiny panworld]
+        [--stages ...] [--chunks 10]
+
+Chunk step: the issue's frozen benchmark config, built here explicitly so it does not follow preset changes:
+width 256, 4 heads, 4 layers, FFN 768, 8 tokens per frame (32x32 latents in (1, 32, 4) strips, `world` spatial
+positions, x0 head), memory `sink3-slow12-fast6:uniform4:bounded`, random weights, batch 1 and batch 4. The
+token carries 2 channels instead of PanWorld's 3, the only way to keep 8 tokens per frame at width 256 now
+that the config requires width >= the numbers of a token (the patch embedding is a negligible GEMM either
+way); conditioning (prompt, actions, pose, world columns) comes from PanWorld episodes at the panworld preset,
+whose token grid is the same. The session streams until the memory is full (21 context frames), then
+`--chunks` chunks are timed plainly, then the same number under `torch.profiler` (CPU, by op),
+then under cProfile.
+
+Training: one update of each stage at each preset (`for_preset(stage, preset)`, built by `build_stage` as in
+benchmarks/training.py, a random-weight teacher for the distillation stages), after one warm-up update; the
+updates are numbered from `ema_start` so the EMA does its decay, not its copy. One plain update, one under
+torch.profiler and one under cProfile (different updates: their lengths may differ, shares are what count).
+
+Shares (of the profiled wall time; `*_of_plain` divide the profiled kernel times by the unprofiled wall time,
+the better estimate when the profiler's own per-op cost inflates the run):
+- gemm: self CPU time of aten::mm / addmm / bmm / baddbmm / matmul / linear outside attention;
+- attention: all time inside scaled_dot_product_attention (its flash/math internals, its backward);
+- other_ops: self time of every other op (elementwise, copies, cat, norms, RoPE, optimiser, autograd engine);
+- python: wall time not inside any op (the interpreter between ops, the library's Python bookkeeping);
+- overhead = other_ops + python = 1 - gemm - attention (issue 12's target: <= 0.3 at batch 4).
+Training phases (inclusive time): backward (autograd engine), optimizer (AdamW.step, clipping), ema, data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, record_function
+
+from context_forcing.config import MemoryConfig, ModelConfig, RunConfig, TextConfig, VideoConfig
+from context_forcing.data.episodes import episode_conditioning, panworld_episodes
+from context_forcing.memory.layout import parse_layout
+from context_forcing.model.checkpoint import save_checkpoint
+from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.presets import get_preset
+from context_forcing.rollout.records import attended_frames
+from context_forcing.rollout.session import StreamingSession
+from context_forcing.training import ema as ema_module
+from context_forcing.training import optim as optim_module
+from context_forcing.training.config import STAGES, for_preset
+from context_forcing.training.data import build_training_data
+from context_forcing.training.registry import build_stage
+
+LAYOUT = "sink3-slow12-fast6:uniform4:bounded"
+GEMM = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::matmul",
+        "aten::linear", "aten::_addmm_activation", "aten::mv", "aten::addmv"}
+PHASES = {"backward": "autograd::engine::evaluate_function", "optimizer": "Optimizer.step",
+          "clip": "profile::clip_and_step", "ema": "profile::ema_update", "data": "profile::data"}
+
+
+def frozen_run() -> RunConfig:
+    """Issue 12's frozen chunk-step config (see the module docstring); independent of presets.py."""
+    return RunConfig(
+        preset="frozen-256", chunk=3, spatial_positions="world",
+        model=ModelConfig(in_channels=2, out_channels=2, patch=(1, 32, 4), dim=256, heads=4, layers=4,
+                          ffn_dim=768, text_dim=64, freq_dim=64, action_dim=3, pose_freqs=6,
+                          prediction="x0"),
+        text=TextConfig(kind="attributes", vocab_size=64, prompt_len=4),
+        video=VideoConfig(latent_height=32, latent_width=32),
+        memory=MemoryConfig(layout=LAYOUT),
+    )
+
+
+def is_attention(name: str) -> bool:
+    return "scaleddotproduct" in name.replace("_", "").lower()
+
+
+def op_breakdown(prof: torch.profiler.profile, wall_s: float, units: int, plain_s: float | None) -> dict:
+    """GEMM / attention / other-op / Python shares of `wall_s`, top ops by self time, training phases."""
+    self_us: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    kind_us = {"gemm": 0.0, "attention": 0.0, "other_ops": 0.0}
+    phase_us: dict[str, float] = defaultdict(float)
+    gemm_calls = attention_calls = op_calls = 0
+    for event in prof.events():
+        name = event.name
+        chain, parent = [], event.cpu_parent
+        while parent is not None:
+            chain.append(parent.name)
+            parent = parent.cpu_parent
+        for phase, prefix in PHASES.items():  # inclusive time of the outermost event of each phase
+            if name.startswith(prefix) and not any(p.startswith(prefix) for p in chain):
+                phase_us[phase] += event.cpu_time_total
+        if event.is_user_annotation or name.startswith("profile::"):
+            continue  # its self time is Python between ops: counted as `python` below
+        op_calls += 1
+        self_us[name] += event.self_cpu_time_total
+        calls[name] += 1
+        if is_attention(name) or any(is_attention(p) for p in chain):
+            kind_us["attention"] += event.self_cpu_time_total
+            attention_calls += int(not any(is_attention(p) for p in chain))
+        elif name in GEMM:
+            kind_us["gemm"] += event.self_cpu_time_total
+            gemm_calls += int(not any(p in GEMM for p in chain))
+        else:
+            kind_us["other_ops"] += event.self_cpu_time_total
+    wall_us = wall_s * 1e6
+    ops_us = sum(kind_us.values())
+    shares = {k: round(v / wall_us, 3) for k, v in kind_us.items()}
+    shares["python"] = round(max(0.0, wall_us - ops_us) / wall_us, 3)
+    shares["overhead"] = round(1 - (kind_us["gemm"] + kind_us["attention"]) / wall_us, 3)
+    out: dict[str, Any] = {
+        "profiled_ms": round(1e3 * wall_s / units, 2),
+        "shares": shares,
+        "op_calls": round(op_calls / units), "gemm_calls": round(gemm_calls / units),
+        "attention_calls": round(attention_calls / units),
+        "us_per_op_outside_gemm_attention": round((wall_us - kind_us["gemm"] - kind_us["attention"])
+                                                  / max(1, op_calls - gemm_calls - attention_calls), 1),
+        "top_ops_self": [{"op": n, "ms": round(us / 1e3 / units, 3), "share": round(us / wall_us, 3),
+                          "calls": round(calls[n] / units)}
+                         for n, us in sorted(self_us.items(), key=lambda kv: -kv[1])[:10]],
+    }
+    if plain_s is not None:
+        plain_us = plain_s * 1e6
+        out["gemm_of_plain"] = round(kind_us["gemm"] / plain_us, 3)
+        out["attention_of_plain"] = round(kind_us["attention"] / plain_us, 3)
+        out["overhead_of_plain"] = round(max(0.0, 1 - (kind_us["gemm"] + kind_us["attention"]) / plain_us), 3)
+    if phase_us:
+        out["phases"] = {k: round(v / wall_us, 3) for k, v in sorted(phase_us.items())}
+    return out
+
+
+def python_top(run_profiled: Callable[[], None], units: int, limit: int = 10) -> dict:
+    """cProfile of `run_profiled`: the top Python functions by own time (tottime) and by cumulative time."""
+    import cProfile  # here, after main() made sure `profile` is the standard library's, not this file
+
+    profiler = cProfile.Profile()
+    tic = time.perf_counter()
+    profiler.enable()
+    run_profiled()
+    profiler.disable()
+    wall = time.perf_counter() - tic
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    rows = []
+    for (path, line, func), (_, ncalls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{func}" if path == "~" else f"{Path(path).name}:{line}:{func}"
+        if "site-packages/torch" in path and path != "~":
+            where = "torch/" + where
+        rows.append((where, ncalls, tottime, cumtime))
+
+    def table(key: int) -> list[dict]:
+        top = sorted(rows, key=lambda r: -r[key])[:limit]
+        return [{"function": w, "calls": round(n / units), "own_share": round(t / wall, 3),
+                 "cum_share": round(c / wall, 3)} for w, n, t, c in top]
+
+    calls = sum(r[1] for r in rows)
+    return {"cprofile_ms": round(1e3 * wall / units, 2), "python_calls": round(calls / units),
+            "top_own": table(2), "top_cumulative": [r for r in table(3) if r["cum_share"] < 0.999][:limit]}
+
+
+def torch_profiled(fn: Callable[[], None]) -> tuple[torch.profiler.profile, float]:
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        tic = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - tic
+    return prof, wall
+
+
+def profile_stream(batch: int, chunks: int) -> dict:
+    run, world_run = frozen_run(), get_preset("panworld")
+    torch.manual_seed(0)
+    model = CausalVideoDiT(run.model, run.text).eval()
+    nn.init.normal_(model.head.head.weight, std=0.02)  # a zero head: x0 = c_skip x, a degenerate stream
+    layout = parse_layout(LAYOUT, run.chunk)
+    total = run.chunk * (80 + 3 * chunks)
+    cond = episode_conditioning(world_run, panworld_episodes(world_run, 0, batch, total), total)
+    session = StreamingSession(model, run, cond, seed=0, layout=layout)
+    warm = 0
+    while warm == 0 or attended_frames(session.records.last.plans) < layout.budget:
+        session.generate_chunk()
+        warm += 1
+    for _ in range(3):  # a few chunks at full memory before timing
+        session.generate_chunk()
+    context = attended_frames(session.records.last.plans)
+
+    def run_chunks() -> None:
+        for _ in range(chunks):
+            session.generate_chunk()
+
+    tic, cpu = time.perf_counter(), time.process_time()
+    run_chunks()
+    plain, cpu = time.perf_counter() - tic, time.process_time() - cpu
+    prof, wall = torch_profiled(run_chunks)
+    out = {"batch": batch, "warmup_chunks": warm + 3, "context_frames": context,
+           "attended_tokens": context * run.tokens_per_frame, "chunks": chunks,
+           "plain_ms": round(1e3 * plain / chunks, 2), "cpu_s_per_wall_s": round(cpu / plain, 3),
+           **op_breakdown(prof, wall, chunks, plain)}
+    out["cprofile"] = python_top(run_chunks, chunks)
+    print(f"stream batch {batch}: plain {out['plain_ms']} ms/chunk, shares {out['shares']}", file=sys.stderr)
+    return out
+
+
+class AnnotatedData:
+    """A stage's training data whose draws show as `profile::data` in the profile."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def next_clip(self, frames: int) -> Any:
+        with record_function("profile::data"):
+            return self.data.next_clip(frames)
+
+    def next_conditioning(self, frames: int) -> Any:
+        return self.next_clip(frames)[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.data.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.data.load_state_dict(state)
+
+
+def annotate_training() -> None:
+    """Label the EMA update and clip-and-step in the profile (wrappers installed by this script only)."""
+    update = ema_module.EMA.update
+
+    def ema_update(self: Any, module: nn.Module, updates: int) -> None:
+        with record_function("profile::ema_update"):
+            update(self, module, updates)
+
+    ema_module.EMA.update = ema_update  # type: ignore[method-assign]
+    clip_and_step = optim_module.clip_and_step
+
+    def annotated_clip(optimizer: torch.optim.Optimizer, clip: float) -> float:
+        with record_function("profile::clip_and_step"):
+            return clip_and_step(optimizer, clip)
+
+    optim_module.clip_and_step = annotated_clip  # accumulate_step looks it up in the module at call time
+
+
+def profile_stage(name: str, preset: str, teacher: Path) -> dict:
+    run = get_preset(preset)
+    train = for_preset(name, preset)
+    data = AnnotatedData(build_training_data(run, train))
+    torch.manual_seed(0)
+    stage = build_stage(name, run, train, init=None, teacher=None if name == "teacher" else str(teacher),
+                        data=data)
+    step = train.ema_start
+    stage.train_step(step)  # warm-up: allocations, optimiser state, kernel selection
+    tic, cpu = time.perf_counter(), time.process_time()
+    stage.train_step(step + 1)
+    plain, cpu = time.perf_counter() - tic, time.process_time() - cpu
+    prof, wall = torch_profiled(lambda: stage.train_step(step + 2))
+    out = {"batch": train.batch, "steps": [step + 1, step + 2, step + 3], "plain_ms": round(1e3 * plain, 1),
+           "cpu_s_per_wall_s": round(cpu / plain, 3),
+           **op_breakdown(prof, wall, 1, None)}
+    out["cprofile"] = python_top(lambda: stage.train_step(step + 3), 1)
+    print(f"{preset} {name}: plain {out['plain_ms']} ms, profiled {out['profiled_ms']} ms, shares "
+          f"{out['shares']}, phases {out.get('phases')}", file=sys.stderr)
+    return out
+
+
+def random_teacher(run: RunConfig, directory: Path) -> Path:
+    torch.manual_seed(0)
+    model = CausalVideoDiT(run.model, run.text)
+    nn.init.normal_(model.head.head.weight, std=0.02)
+    return save_checkpoint(directory / f"teacher-{run.preset}", run, model.state_dict())
+
+
+def use_stdlib_profile() -> None:
+    """This file is named profile.py and its directory is sys.path[0]: cProfile's `import profile` would load
+    it instead of the standard library's module."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    module = sys.modules.get("profile")
+    if module is not None and Path(getattr(module, "__file__", "") or "").resolve().parent == here:
+        del sys.modules["profile"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="default: the core count")
+    parser.add_argument("--batches", type=int, nargs="*", default=[1, 4])
+    parser.add_argument("--chunks", type=int, default=10, help="chunks per pass, after the memory filled")
+    parser.add_argument("--presets", nargs="*", default=["tiny", "panworld"])
+    parser.add_argument("--stages", nargs="*", choices=STAGES, default=list(STAGES))
+    args = parser.parse_args()
+    if args.threads < 1 or args.chunks < 1:
+        parser.error("--threads and --chunks must be >= 1")
+    use_stdlib_profile()
+    torch.set_num_threads(args.threads)
+    annotate_training()
+    start = time.perf_counter()
+    out: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "stream_config": {"model": vars(frozen_run().model), "memory": LAYOUT, "chunk": frozen_run().chunk,
+                          "tokens_per_frame": frozen_run().tokens_per_frame},
+        "stream": {}, "training": {},
+    }
+    with torch.no_grad():
+        for batch in args.batches:
+            out["stream"][f"batch{batch}"] = profile_stream(batch, args.chunks)
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets:
+            teacher = random_teacher(get_preset(preset), Path(tmp))
+            out["training"][preset] = {name: profile_stage(name, preset, teacher) for name in args.stages}
+    out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["wall_s"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
