@@ -106,6 +106,13 @@ train-panworld-all: train-panworld
 		--init $(RUNS)/sf-style --memory sink3-window18 --steps 150 --set probe_every=50 --set dmd.teacher_context=none
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-similarity --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
 		--init $(RUNS)/stage1 --memory sink3-slow12-fast6 --steps 150 --set probe_every=50
+	# LongLive-style again from an ODE init of its own memory (the shared one is Slow-Fast-Memory shaped)
+	$(TRAIN) ode-init --preset panworld --run-dir $(RUNS)/ode-init-window --teacher $(RUNS)/teacher-b/checkpoints/step-001000 \
+		--memory sink3-window18 --steps 250
+	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/ll-stage1 --teacher $(RUNS)/teacher-b/checkpoints/step-003000 \
+		--init $(RUNS)/ode-init-window --memory sink3-window18 --steps 300 --set probe_every=50
+	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/longlive-style-fair --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
+		--init $(RUNS)/ll-stage1 --memory sink3-window18 --steps 150 --set probe_every=50 --set dmd.teacher_context=none
 
 # Every row of docs/RESULTS.md's comparison: 16 eval episodes of 64 s and 8 of 128 s per model, P1 and P2; a
 # report already written is kept (delete it to re-run). Entries are NAME:MODEL:MEMORY (empty: the checkpoint's).
@@ -118,6 +125,7 @@ COMPARED := student:$(SHIPPED)/student: \
 	infinity-rope-style:$(SHIPPED)/self-forcing-style:sink3-window18 \
 	stage1:$(RUNS)/stage1: \
 	stage2-similarity:$(RUNS)/stage2-similarity: \
+	longlive-style-fair:$(RUNS)/longlive-style-fair: \
 	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
 	student_sink3-window18:$(SHIPPED)/student:sink3-window18
 eval-panworld-all: setup
