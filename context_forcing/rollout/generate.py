@@ -105,8 +105,9 @@ def run_generate(request: GenerateRequest) -> int:
             # (B, F, h, w, 3)
             opening = torch.stack([ground_truth_pixels(run, e, 0, prefill) for e in episodes]) \
                 if request.opening is None else request.opening.expand(request.batch, -1, -1, -1, -1)
+            latents = codec.encode(opening)  # once: every session shares the codec (same preset, checked)
             for s in sessions:
-                s.prefill(codec.encode(opening))
+                s.prefill(latents)
             write([opening] * len(sessions))
             bar.update(prefill // run.chunk)
         switched = [apply_due_switches(s, list(request.prompts), 0) for s in sessions]
