@@ -4,15 +4,10 @@ Prints exactly one JSON document on stdout (progress on stderr). A few minutes o
     .venv/bin/python benchmarks/profile.py [--threads N] [--presets tiny panworld]
         [--stages ...] [--chunks 10]
 
-Chunk step: the issue's frozen benchmark config, built here explicitly so it does not follow preset changes:
-width 256, 4 heads, 4 layers, FFN 768, 8 tokens per frame (32x32 latents in (1, 32, 4) strips, `world` spatial
-positions, x0 head), memory `sink3-slow12-fast6:uniform4:bounded`, random weights, batch 1 and batch 4. The
-token carries 2 channels instead of PanWorld's 3, the only way to keep 8 tokens per frame at width 256 now
-that the config requires width >= the numbers of a token (the patch embedding is a negligible GEMM either
-way); conditioning (prompt, actions, pose, world columns) comes from PanWorld episodes at the panworld preset,
-whose token grid is the same. The session streams until the memory is full (21 context frames), then
-`--chunks` chunks are timed plainly, then the same number under `torch.profiler` (CPU, by op),
-then under cProfile.
+Chunk step: the issue's frozen benchmark config (benchmarks/frozen.py: width 256, 4 heads, 4 layers, FFN 768,
+8 tokens per frame, memory `sink3-slow12-fast6:uniform4:bounded`, random weights), batch 1 and batch 4. The
+session streams until the memory is full (21 context frames), then `--chunks` chunks are timed plainly, then
+the same number under `torch.profiler` (CPU, by op), then under cProfile.
 
 Training: one update of each stage at each preset (`for_preset(stage, preset)`, built by `build_stage` as in
 benchmarks/training.py, a random-weight teacher for the distillation stages), after one warm-up update; the
@@ -39,105 +34,24 @@ import pstats
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from frozen import LAYOUT, fill_memory, frozen_model, frozen_run, frozen_session, op_breakdown, torch_profiled
 from torch import nn
-from torch.profiler import ProfilerActivity, record_function
+from torch.profiler import record_function
 
-from context_forcing.config import MemoryConfig, ModelConfig, RunConfig, TextConfig, VideoConfig
-from context_forcing.data.episodes import episode_conditioning, panworld_episodes
-from context_forcing.memory.layout import parse_layout
+from context_forcing.config import RunConfig
 from context_forcing.model.checkpoint import save_checkpoint
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import get_preset
 from context_forcing.rollout.records import attended_frames
-from context_forcing.rollout.session import StreamingSession
 from context_forcing.training import ema as ema_module
 from context_forcing.training import optim as optim_module
 from context_forcing.training.config import STAGES, for_preset
 from context_forcing.training.data import build_training_data
 from context_forcing.training.registry import build_stage
-
-LAYOUT = "sink3-slow12-fast6:uniform4:bounded"
-GEMM = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::matmul",
-        "aten::linear", "aten::_addmm_activation", "aten::mv", "aten::addmv"}
-PHASES = {"backward": "autograd::engine::evaluate_function", "optimizer": "Optimizer.step",
-          "clip": "profile::clip_and_step", "ema": "profile::ema_update", "data": "profile::data"}
-
-
-def frozen_run() -> RunConfig:
-    """Issue 12's frozen chunk-step config (see the module docstring); independent of presets.py."""
-    return RunConfig(
-        preset="frozen-256", chunk=3, spatial_positions="world",
-        model=ModelConfig(in_channels=2, out_channels=2, patch=(1, 32, 4), dim=256, heads=4, layers=4,
-                          ffn_dim=768, text_dim=64, freq_dim=64, action_dim=3, pose_freqs=6,
-                          prediction="x0"),
-        text=TextConfig(kind="attributes", vocab_size=64, prompt_len=4),
-        video=VideoConfig(latent_height=32, latent_width=32),
-        memory=MemoryConfig(layout=LAYOUT),
-    )
-
-
-def is_attention(name: str) -> bool:
-    return "scaleddotproduct" in name.replace("_", "").lower()
-
-
-def op_breakdown(prof: torch.profiler.profile, wall_s: float, units: int, plain_s: float | None) -> dict:
-    """GEMM / attention / other-op / Python shares of `wall_s`, top ops by self time, training phases."""
-    self_us: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    kind_us = {"gemm": 0.0, "attention": 0.0, "other_ops": 0.0}
-    phase_us: dict[str, float] = defaultdict(float)
-    gemm_calls = attention_calls = op_calls = 0
-    for event in prof.events():
-        name = event.name
-        chain, parent = [], event.cpu_parent
-        while parent is not None:
-            chain.append(parent.name)
-            parent = parent.cpu_parent
-        for phase, prefix in PHASES.items():  # inclusive time of the outermost event of each phase
-            if name.startswith(prefix) and not any(p.startswith(prefix) for p in chain):
-                phase_us[phase] += event.cpu_time_total
-        if event.is_user_annotation or name.startswith("profile::"):
-            continue  # its self time is Python between ops: counted as `python` below
-        op_calls += 1
-        self_us[name] += event.self_cpu_time_total
-        calls[name] += 1
-        if is_attention(name) or any(is_attention(p) for p in chain):
-            kind_us["attention"] += event.self_cpu_time_total
-            attention_calls += int(not any(is_attention(p) for p in chain))
-        elif name in GEMM:
-            kind_us["gemm"] += event.self_cpu_time_total
-            gemm_calls += int(not any(p in GEMM for p in chain))
-        else:
-            kind_us["other_ops"] += event.self_cpu_time_total
-    wall_us = wall_s * 1e6
-    ops_us = sum(kind_us.values())
-    shares = {k: round(v / wall_us, 3) for k, v in kind_us.items()}
-    shares["python"] = round(max(0.0, wall_us - ops_us) / wall_us, 3)
-    shares["overhead"] = round(1 - (kind_us["gemm"] + kind_us["attention"]) / wall_us, 3)
-    out: dict[str, Any] = {
-        "profiled_ms": round(1e3 * wall_s / units, 2),
-        "shares": shares,
-        "op_calls": round(op_calls / units), "gemm_calls": round(gemm_calls / units),
-        "attention_calls": round(attention_calls / units),
-        "us_per_op_outside_gemm_attention": round((wall_us - kind_us["gemm"] - kind_us["attention"])
-                                                  / max(1, op_calls - gemm_calls - attention_calls), 1),
-        "top_ops_self": [{"op": n, "ms": round(us / 1e3 / units, 3), "share": round(us / wall_us, 3),
-                          "calls": round(calls[n] / units)}
-                         for n, us in sorted(self_us.items(), key=lambda kv: -kv[1])[:10]],
-    }
-    if plain_s is not None:
-        plain_us = plain_s * 1e6
-        out["gemm_of_plain"] = round(kind_us["gemm"] / plain_us, 3)
-        out["attention_of_plain"] = round(kind_us["attention"] / plain_us, 3)
-        out["overhead_of_plain"] = round(max(0.0, 1 - (kind_us["gemm"] + kind_us["attention"]) / plain_us), 3)
-    if phase_us:
-        out["phases"] = {k: round(v / wall_us, 3) for k, v in sorted(phase_us.items())}
-    return out
 
 
 def python_top(run_profiled: Callable[[], None], units: int, limit: int = 10) -> dict:
@@ -168,29 +82,10 @@ def python_top(run_profiled: Callable[[], None], units: int, limit: int = 10) ->
             "top_own": table(2), "top_cumulative": [r for r in table(3) if r["cum_share"] < 0.999][:limit]}
 
 
-def torch_profiled(fn: Callable[[], None]) -> tuple[torch.profiler.profile, float]:
-    with torch.profiler.profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-        tic = time.perf_counter()
-        fn()
-        wall = time.perf_counter() - tic
-    return prof, wall
-
-
-def profile_stream(batch: int, chunks: int) -> dict:
-    run, world_run = frozen_run(), get_preset("panworld")
-    torch.manual_seed(0)
-    model = CausalVideoDiT(run.model, run.text).eval()
-    nn.init.normal_(model.head.head.weight, std=0.02)  # a zero head: x0 = c_skip x, a degenerate stream
-    layout = parse_layout(LAYOUT, run.chunk)
-    total = run.chunk * (80 + 3 * chunks)
-    cond = episode_conditioning(world_run, panworld_episodes(world_run, 0, batch, total), total)
-    session = StreamingSession(model, run, cond, seed=0, layout=layout)
-    warm = 0
-    while warm == 0 or attended_frames(session.records.last.plans) < layout.budget:
-        session.generate_chunk()
-        warm += 1
-    for _ in range(3):  # a few chunks at full memory before timing
-        session.generate_chunk()
+def profile_stream(batch: int, chunks: int, tokens_per_frame: int = 8) -> dict:
+    run = frozen_run(tokens_per_frame)
+    session = frozen_session(frozen_model(run), run, batch, run.chunk * (80 + 3 * chunks))
+    warm = fill_memory(session)
     context = attended_frames(session.records.last.plans)
 
     def run_chunks() -> None:
@@ -201,7 +96,8 @@ def profile_stream(batch: int, chunks: int) -> dict:
     run_chunks()
     plain, cpu = time.perf_counter() - tic, time.process_time() - cpu
     prof, wall = torch_profiled(run_chunks)
-    out = {"batch": batch, "warmup_chunks": warm + 3, "context_frames": context,
+    out = {"batch": batch, "tokens_per_frame": run.tokens_per_frame, "warmup_chunks": warm,
+           "context_frames": context,
            "attended_tokens": context * run.tokens_per_frame, "chunks": chunks,
            "plain_ms": round(1e3 * plain / chunks, 2), "cpu_s_per_wall_s": round(cpu / plain, 3),
            **op_breakdown(prof, wall, chunks, plain)}

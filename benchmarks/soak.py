@@ -3,12 +3,14 @@
 A session's state must be O(1) in video length. Prints one JSON document on stdout (progress on stderr):
     .venv/bin/python benchmarks/soak.py            # = make soak; 15-30 minutes on one thread
     .venv/bin/python benchmarks/soak.py --frames 2400 --marks 240 2400   # a shorter run
-At 1, 10 and 30 minutes of video it records the memory currently allocated by live Python objects
-(tracemalloc, started after the model and the conditioning exist; garbage collected first) and the size of
-the session's state (its slot store's tensors plus its pickled Python-side state: chunk history, per-sample
-memory records); the ratios end/start should stay <= 1.05. A peak-RSS high-water mark would hide a slow
-leak, so none is reported. Weights: the shipped PanWorld student (speed and memory do not depend on them;
-admission does); memory: the preset's default `sink3-slow12-fast6:similarity0.95:bounded`.
+At 1, 10 and 30 minutes of video it records the size of the session's state (its slot store's tensors plus
+its pickled Python-side state: chunk history, per-sample memory records) and then the memory currently
+allocated by live Python objects (tracemalloc, started after the model and the conditioning exist; garbage
+collected first); the ratios end/start should stay <= 1.05. A peak-RSS high-water mark would hide a slow
+leak, so none is reported. After the last figure, `allocated_bytes_in_type_cache_end` says how much of it
+only CPython's type-attribute cache kept alive (docs/BENCHMARKS.md, soak).
+Weights: the shipped PanWorld student (speed and memory do not depend on them; admission does); memory: the
+preset's default `sink3-slow12-fast6:similarity0.95:bounded`.
 """
 
 from __future__ import annotations
@@ -66,15 +68,25 @@ def soak(frames: int, marks: list[int], random_weights: bool, seed: int) -> dict
     tracemalloc.start()
     session = StreamingSession(model, run, cond, seed=seed, layout=layout)
     at_mark: dict[int, dict] = {}
+    type_cache_bytes = 0
     tic = time.perf_counter()
     for chunk in session.stream(frames):
         done = session.frames_done
         for mark in marks:
             if mark not in at_mark and done >= mark:
+                # the state first: pickling builds lasting caches on first use (copyreg's __slotnames__,
+                # torch's storage-type maps, ~3 kB) that would otherwise land between the first two marks
+                state = state_bytes(session)
                 gc.collect()  # count live objects, not garbage that waits for the cycle collector
+                allocated = tracemalloc.get_traced_memory()[0]
+                if mark == marks[-1]:  # diagnosis after the last figure (nothing is measured later): the
+                    # part only CPython's type-attribute cache keeps (name strings torch makes per call; docs)
+                    sys._clear_type_cache()
+                    gc.collect()
+                    type_cache_bytes = allocated - tracemalloc.get_traced_memory()[0]
                 at_mark[mark] = {"minute": round(mark / FRAMES_PER_MINUTE, 2), "latent_frames": done,
-                                 "allocated_bytes": tracemalloc.get_traced_memory()[0],
-                                 "state_bytes": state_bytes(session),
+                                 "allocated_bytes": allocated,
+                                 "state_bytes": state,
                                  "chunk_ms_median": round(statistics.median(session.records.last_ms), 2),
                                  "wall_s": round(time.perf_counter() - tic, 1)}
                 print(f"{at_mark[mark]}", file=sys.stderr, flush=True)
@@ -96,6 +108,7 @@ def soak(frames: int, marks: list[int], random_weights: bool, seed: int) -> dict
         # CPython's cached small ints, so state that holds frame numbers weighs more after the first minute
         "allocated_ratio_end_previous": round(last["allocated_bytes"] / previous["allocated_bytes"], 4),
         "state_bytes_ratio_end_start": round(last["state_bytes"] / first["state_bytes"], 4),
+        "allocated_bytes_in_type_cache_end": type_cache_bytes,  # diagnosis; included in the ratios
         "chunk_ms_after_fill": round(after_fill, 2),
         "chunk_ms_last": round(last_ms, 2),
         "chunk_time_ratio_end_start": round(last_ms / after_fill, 3),

@@ -1,31 +1,40 @@
-"""Streaming throughput of the panworld preset against a full Slow-Fast Memory.
+"""Streaming throughput of issue 12's frozen chunk-step config against a full Slow-Fast Memory.
 
-Prints exactly one JSON document on stdout (progress on stderr). Runs in under a minute on 2 CPU cores:
-    .venv/bin/python benchmarks/streaming.py
-Memory `sink3-slow12-fast6:uniform4` (uniform admission so the memory fills; similarity admission depends on
-trained weights). Random weights: speed does not depend on them. Latents only (the pixel codec's decode is a
-rescale). All ratios are measured in this one run, against the machine's own fp32 matmul rate.
+Prints exactly one JSON document on stdout (progress on stderr). About 2 minutes on 2 quiet CPU cores:
+    .venv/bin/python benchmarks/streaming.py [--threads N] [--batches 1 4] [--tokens 8 16] [--seconds 300]
+        [--chunks 20] [--profile-chunks 5] [--dtype float32]
+
+The frozen config (benchmarks/frozen.py: width 256, 4 layers, 8 tokens per frame, memory
+`sink3-slow12-fast6:uniform4:bounded`; uniform admission so the memory fills) and its 16-tokens-per-frame
+variant, random weights (speed does not depend on them), latents only. Threads: `--threads`, default the
+machine's core count, also for the matmul peak. Per (tokens, batch), after the memory filled (21 context
+frames): chunk ms (median), latent frames / s (all samples), analytic FLOPs per chunk (model/flops.py: 4
+denoising passes + the commit pass), achieved GFLOP/s and the fraction of the fp32 matmul peak measured in
+this run. The 8-token runs stream `--seconds` of video (chunk_time_ratio_end_start: the last 10 chunks over
+the first 10 after fill) and then profile `--profile-chunks` chunks with torch.profiler for the overhead
+share (time outside GEMM and attention kernels; benchmarks/profile.py has the definitions). The 16-token
+runs time `--chunks` chunks after fill. All ratios come from this one run. With `--threads 1`, also by
+process CPU time (`*_cpu`: FLOPs over the CPU seconds of the chunks after fill, against a CPU-time matmul
+peak): the estimate of an undisturbed core when other jobs share the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from typing import Callable
 
 import torch
+from frozen import LAYOUT, fill_memory, frozen_model, frozen_run, frozen_session, op_breakdown, torch_profiled
 
-from context_forcing.data.episodes import episode_conditioning, panworld_episodes
-from context_forcing.memory.layout import parse_layout
-from context_forcing.model.dit import CausalVideoDiT
-from context_forcing.presets import get_preset
 from context_forcing.rollout.report import chunk_timings, session_report
 from context_forcing.rollout.session import StreamingSession
 
-LAYOUT = "sink3-slow12-fast6:uniform4:bounded"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5,
@@ -42,68 +51,119 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5,
     return 2 * n**3 / best / 1e9
 
 
-def stream(model: CausalVideoDiT, batch: int, seconds: float, seed: int = 0) -> dict:
-    """Generate `seconds` of video; latent frames per second, timings and analytic FLOP rate after fill."""
-    run = get_preset("panworld")
-    frames = int(seconds * run.video.latent_frames_per_second)
+def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float, peak_cpu: float | None,
+           profile_chunks: int = 0) -> dict:
+    """Fill the memory (51 chunks: also the warm-up), then generate up to `frames` latent frames; figures
+    over the chunks after fill."""
+    run = frozen_run(tokens)
+    model = frozen_model(run).to(dtype)
     chunks = -(-frames // run.chunk)
-    cond = episode_conditioning(run, panworld_episodes(run, seed, batch, chunks * run.chunk),
-                                chunks * run.chunk)
-    session = StreamingSession(model, run, cond, seed=seed, layout=parse_layout(LAYOUT, run.chunk))
+    session = frozen_session(model, run, batch, run.chunk * (max(chunks, 60) + 2 * profile_chunks))
     tic = time.perf_counter()
-    for _ in session.stream(frames):
-        pass
+    filled = fill_memory(session, extra=0)
+    if filled >= chunks:
+        raise ValueError(f"{frames} latent frames do not reach past the memory fill ({filled} chunks)")
+    steady_ms = []
+    cpu = time.process_time()
+    for chunk in session.stream(chunks * run.chunk):
+        steady_ms.append(chunk.record.wall_ms)
+    cpu = time.process_time() - cpu
     wall = time.perf_counter() - tic
-    report = session_report(session, frames, 0, wall)
-    after_fill, last = chunk_timings(session.records)
-    steady_ms = statistics.median(session.records.last_ms)  # the last 10 chunks
-    return {
-        "seconds": seconds,
-        "latent_frames": frames,
-        "wall_s": round(wall, 3),
-        "latent_fps": round(batch * frames / wall, 2),  # latent frames of all samples per wall second
-        "chunk_ms_after_fill": round(after_fill, 3),
-        "chunk_ms_last": round(last, 3),
-        "chunk_time_ratio_end_start": round(last / after_fill, 3),
+    report = session_report(session, session.frames_done, 0, wall)
+    ms = statistics.median(steady_ms)
+    out = {
+        "tokens_per_frame": run.tokens_per_frame,
+        "batch": batch,
+        "latent_frames": session.frames_done,
+        "chunks_after_fill": len(steady_ms),
+        "wall_s": round(wall, 2),
+        "cpu_s_per_wall_s": round(cpu / (sum(steady_ms) / 1e3), 3),
+        "chunk_ms": round(ms, 2),
+        "chunk_ms_min": round(min(steady_ms), 2),
+        "latent_fps": round(batch * run.chunk / (ms / 1e3), 1),  # latent frames of all samples per second
+        "attended_tokens": report["attended_tokens_last"],
         "max_slots": report["max_slots"],
-        "attended_tokens_last": report["attended_tokens_last"],
         "flops_per_chunk": report["flops_per_chunk"],
-        "achieved_gflops": round(report["flops_per_chunk"] / (steady_ms / 1e3) / 1e9, 2),
+        "achieved_gflops": round(report["flops_per_chunk"] / (ms / 1e3) / 1e9, 2),
     }
+    out["peak_fraction"] = round(out["achieved_gflops"] / peak, 3)
+    if peak_cpu is not None:  # one thread: by process CPU time, the estimate that survives a busy machine
+        out["achieved_gflops_cpu"] = round(report["flops_per_chunk"] * len(steady_ms) / cpu / 1e9, 2)
+        out["peak_fraction_cpu"] = round(out["achieved_gflops_cpu"] / peak_cpu, 3)
+    after_fill, last = chunk_timings(session.records)
+    out["chunk_time_ratio_end_start"] = round(last / after_fill, 3)
+    if profile_chunks:
+        out.update(profile_overhead(session, profile_chunks))
+    print(f"tokens {tokens} batch {batch}: {out}", file=sys.stderr)
+    return out
+
+
+def profile_overhead(session: StreamingSession, chunks: int) -> dict:
+    """Overhead share (1 - GEMM - attention) of `chunks` chunks under torch.profiler (and of their plain
+    time)."""
+    def run_chunks() -> None:
+        for _ in range(chunks):
+            session.generate_chunk()
+
+    tic = time.perf_counter()
+    run_chunks()
+    plain = time.perf_counter() - tic
+    prof, wall = torch_profiled(run_chunks)
+    shares = op_breakdown(prof, wall, chunks, plain)
+    return {"profile": {k: shares[k] for k in ("profiled_ms", "shares", "op_calls", "gemm_calls",
+                                               "attention_calls", "overhead_of_plain")},
+            "overhead_share": shares["shares"]["overhead"]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0, 300.0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="default: the core count")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[8, 16], help="tokens per frame (8: frozen)")
+    parser.add_argument("--seconds", type=float, default=300.0, help="video length of the 8-token runs")
+    parser.add_argument("--chunks", type=int, default=20, help="chunks timed after fill, other token counts")
+    parser.add_argument("--profile-chunks", type=int, default=5, help="chunks profiled (8-token runs)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model and memory dtype")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    model = CausalVideoDiT(get_preset("panworld").model, get_preset("panworld").text).eval()
+    if args.threads < 1 or args.chunks < 1:
+        parser.error("--threads and --chunks must be >= 1")
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     peak = matmul_peak_gflops()
+    peak_cpu = matmul_peak_gflops(clock=time.process_time) if args.threads == 1 else None
     print(f"matmul peak {peak:.1f} GFLOP/s with {torch.get_num_threads()} threads", file=sys.stderr)
+    dtype, fill_frames = DTYPES[args.dtype], 3 * 51  # the frozen layout fills after 51 chunks
     results: dict[str, dict] = {}
-    for batch in args.batches:
-        stream(model, batch, 3.0)  # warm-up: first-call allocations and kernel selection are not steady state
-        for seconds in args.seconds:
-            key = f"batch{batch}_{int(seconds)}s"
-            results[key] = stream(model, batch, seconds)
-            print(f"{key}: {results[key]}", file=sys.stderr)
-    longest = max(args.seconds)
+    with torch.no_grad():
+        for tokens in args.tokens:
+            for batch in args.batches:
+                frames = (int(args.seconds * 4) if tokens == 8 else fill_frames + 3 * args.chunks)
+                results[f"tokens{tokens}_batch{batch}"] = stream(
+                    tokens, batch, frames, dtype, peak, peak_cpu, args.profile_chunks if tokens == 8 else 0)
     out = {
-        "preset": "panworld",
-        "memory": LAYOUT,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "config": frozen_run().preset, "memory": LAYOUT, "dtype": args.dtype,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "load_average_start": load_start,
         "matmul_peak_gflops": round(peak, 2),
+        "matmul_peak_gflops_cpu": None if peak_cpu is None else round(peak_cpu, 2),
         "runs": results,
-        "chunk_time_ratio_end_start": max(r["chunk_time_ratio_end_start"] for r in results.values()
-                                          if r["seconds"] == longest),
     }
-    for batch in args.batches:
-        achieved = results[f"batch{batch}_{int(longest)}s"]["achieved_gflops"]
-        suffix = "" if batch == max(args.batches) else f"_batch{batch}"
-        out[f"achieved_gflops{suffix}"] = achieved
-        out[f"peak_fraction{suffix}"] = round(achieved / peak, 3)
+    frozen = {b: results[f"tokens8_batch{b}"] for b in args.batches if f"tokens8_batch{b}" in results}
+    if frozen:
+        out["chunk_time_ratio_end_start"] = max(r["chunk_time_ratio_end_start"] for r in frozen.values())
+        for batch, r in frozen.items():
+            suffix = "" if batch == max(frozen) else f"_batch{batch}"
+            out[f"chunk_ms{suffix}"] = r["chunk_ms"]
+            out[f"latent_fps{suffix}"] = r["latent_fps"]
+            out[f"achieved_gflops{suffix}"] = r["achieved_gflops"]
+            out[f"peak_fraction{suffix}"] = r["peak_fraction"]
+            if "peak_fraction_cpu" in r:
+                out[f"peak_fraction_cpu{suffix}"] = r["peak_fraction_cpu"]
+            if "overhead_share" in r:
+                out[f"overhead_share{suffix}"] = r["overhead_share"]
+    out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    out["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -1,7 +1,8 @@
 """Training throughput of the four stages at the panworld preset, against the machine's matmul peak.
 
-Prints exactly one JSON document on stdout (progress on stderr). A few minutes with one thread:
-    .venv/bin/python benchmarks/training.py --threads 1 [--stages teacher stage1] [--steps 3]
+Prints exactly one JSON document on stdout (progress on stderr). A few minutes (threads: the core count unless
+given; `--threads 1` pairs runs on a busy machine):
+    .venv/bin/python benchmarks/training.py [--threads 1] [--stages teacher stage1] [--steps 3] [--no-profile]
 Each stage is built by the `train` command's registry (`build_stage`) with its default panworld config
 (`for_preset(stage, "panworld")`: batch 4, no accumulation, 21-frame rollouts / targets, ODE grid of 16
 teacher steps, 2 critic updates per generator update). Distillation stages load a random-weight teacher from a
@@ -10,7 +11,11 @@ temporary checkpoint; the student (and the critic) start as copies of it, as in 
 rollouts are not degenerate. Timed: `stage.train_step(step)` alone (one warm-up step, then `--steps` steps;
 data rendering included, checkpoints and logs excluded); steps draw different lengths, so the achieved rate is
 total FLOPs over total time, next to the median step time. The matmul peak (benchmarks/streaming.py's, same
-thread count) is read before and after the stages and the better read is used.
+thread count) is read before and after the stages and the better read is used. Overhead: one more update
+under torch.profiler (unless `--no-profile`), split as benchmarks/profile.py splits it (benchmarks/frozen.py's
+`op_breakdown`): `overhead` = 1 - GEMM share - attention share of the profiled wall time (target <= 0.3), with
+the profiler's own per-op cost included (an upper bound); `overhead_of_median` divides the profiled GEMM and
+attention time by the median unprofiled update instead (updates draw different lengths: information only).
 
 A busy machine: `cpu_s_per_wall_s` below the thread count says other processes took the cores during the timed
 steps. The `*_cpu_time` figures then time both the steps and the peak's matmuls by process CPU time / threads
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -51,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from streaming import matmul_peak_gflops  # benchmarks/ is sys.path[0] when this file runs as a script
+from frozen import op_breakdown, torch_profiled  # benchmarks/ is sys.path[0] when this file runs as a script
+from streaming import matmul_peak_gflops
 from torch import Tensor, nn
 
 from context_forcing.conditioning import Conditioning
@@ -67,6 +74,19 @@ from context_forcing.training.stage import Stage
 
 PRESET = "panworld"
 _FORWARD = inspect.signature(CausalVideoDiT.forward)
+
+
+def use_stdlib_profile() -> None:
+    """Load the standard library's `profile`: torch imports cProfile (which imports `profile`) on demand, e.g.
+    when it builds a fused optimiser, and while benchmarks/ is sys.path[0] benchmarks/profile.py would be
+    found instead."""
+    here = Path(__file__).resolve().parent
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    try:
+        import cProfile  # noqa: F401
+    finally:
+        sys.path[:] = saved
 
 
 class FlopMeter:
@@ -149,8 +169,9 @@ def stage_networks(stage: Stage) -> dict[str, nn.Module]:
     return {**stage.networks(), **({"teacher": teacher} if teacher is not None else {})}
 
 
-def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int) -> dict:
-    """Median step time, FLOPs per step and achieved rate of `steps` updates after one warm-up update."""
+def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int, profile: bool) -> dict:
+    """Median step time, FLOPs per step and achieved rate of `steps` updates after one warm-up update; with
+    `profile`, the overhead share of one more (profiled) update."""
     train = for_preset(name, PRESET)
     data = TimedData(build_training_data(run, train))
     stage = build_stage(name, run, train, init=None,
@@ -173,6 +194,15 @@ def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int) -> dict:
         print(f"{name} step {step}: {times[-1]:.2f} s, {flops[-1] / 1e9:.1f} GFLOP", file=sys.stderr)
     cpu = time.process_time() - cpu
     meter.detach()
+    overhead = {}
+    if profile:
+        prof, wall = torch_profiled(lambda: stage.train_step(steps + 1))
+        shares = op_breakdown(prof, wall, 1, statistics.median(times))
+        overhead = {"overhead": shares["shares"]["overhead"],
+                    "overhead_of_median": shares["overhead_of_plain"],
+                    "profiled_shares": shares["shares"], "profiled_s": round(wall, 3),
+                    "profiled_calls": {k: shares[k] for k in ("op_calls", "gemm_calls", "attention_calls")}}
+        print(f"{name} profiled step: {wall:.2f} s, shares {shares['shares']}", file=sys.stderr)
     return {
         "batch": train.batch,
         "accumulation": train.accumulation,
@@ -184,6 +214,7 @@ def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int) -> dict:
         "cpu_s_per_wall_s": round(cpu / sum(times), 3),  # below the thread count: the process was descheduled
         "achieved_gflops_cpu_time": round(sum(flops) / (cpu / torch.get_num_threads()) / 1e9, 2),
         "forwards_last_step": {k: {f: round(v, 2) for f, v in c.items()} for k, c in counts[-1].items()},
+        **overhead,
     }
 
 
@@ -192,11 +223,14 @@ def main() -> int:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--steps", type=int, default=3,
                         help="timed updates per stage, after one warm-up update")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (the peak is measured with them)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch CPU threads (the peak is measured with them); default: the core count")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="skip the profiled update (no overhead share)")
     args = parser.parse_args()
     if args.steps < 1 or args.threads < 1:
         parser.error("--steps and --threads must be >= 1")
+    use_stdlib_profile()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     run = get_preset(PRESET)
@@ -206,7 +240,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         teacher = random_teacher(run, Path(tmp))
         for name in args.stages:
-            results[name] = bench_stage(name, run, teacher, args.steps)
+            results[name] = bench_stage(name, run, teacher, args.steps, args.profile)
     # the peak is the machine's: the better of two reads is the less disturbed
     peaks.append(matmul_peak_gflops())
     peak = max(peaks)
@@ -215,6 +249,8 @@ def main() -> int:
         result["peak_fraction"] = round(result["achieved_gflops"] / peak, 3)
         result["peak_fraction_cpu_time"] = round(result["achieved_gflops_cpu_time"] / peak_cpu, 3)
     out = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "preset": PRESET,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

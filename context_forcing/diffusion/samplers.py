@@ -29,7 +29,9 @@ def student_sample(velocity: Velocity, noise: Tensor, sigmas: Tensor, renoise: C
     batch_frames = noise.shape[:2]
     x0 = noise
     for i, sigma in enumerate(sigmas):
-        level = sigma.expand(batch_frames)
+        # ints, not the torch.Size: torch probes that with a new name string each call, which CPython 3.11's
+        # type cache keeps alive (docs/BENCHMARKS.md, soak)
+        level = sigma.expand(*batch_frames)  # (B, F)
         x0 = x0_from_velocity(x, velocity(x, level), level)
         if i + 1 < len(sigmas):
             x = add_noise(x0, renoise(i + 1), sigmas[i + 1])

@@ -73,6 +73,9 @@ def memory_frames(history: int, sink: int = 3, slow: int = 12, fast: int = 6,
                   slow_every: int = SLOW_EVERY) -> list[int]:
     """Frame indices of a memory-shaped context before frame `history`:
     sink, slow (sparse), fast, in time order."""
+    if min(sink, slow, fast) < 0 or sink + slow + fast == 0:
+        raise ConfigError(f"probe context sizes must be >= 0 with at least one frame, "
+                          f"got sink {sink}, slow {slow}, fast {fast}")
     if history < sink + fast:
         raise ConfigError(f"probe history ({history}) must be >= sink + fast ({sink + fast})")
     fast_frames = list(range(history - fast, history))
@@ -100,9 +103,10 @@ def _oracle_copy(camera_x: np.ndarray, frames: np.ndarray, context: list[int],
 
 
 def build_probe_set(run: RunConfig, episodes: int = 16, history: int = 90, seed: int = EVAL_SEED,
-                    world: PanWorldConfig | None = None) -> ProbeSet:
-    """Probe inputs from eval episodes seed .. seed + episodes - 1
-    (one chunk of target after `history` frames)."""
+                    world: PanWorldConfig | None = None, shape: tuple[int, int, int] = (3, 12, 6)
+                    ) -> ProbeSet:
+    """Probe inputs from eval episodes seed .. seed + episodes - 1 (one chunk of target after `history`
+    frames); `shape` = (sink, slow, fast) context frames (`memory_frames`), e.g. (3, 0, 18) for a window."""
     world = world or PanWorldConfig()
     if (run.video.latent_height, run.video.latent_width) != (world.frame_height, world.frame_width):
         raise ConfigError(f"probe-teacher needs PanWorld-size latents "
@@ -111,7 +115,7 @@ def build_probe_set(run: RunConfig, episodes: int = 16, history: int = 90, seed:
     if history % run.chunk:
         raise ConfigError(f"probe history ({history}) must be a whole number of chunks ({run.chunk})")
     total = history + run.chunk
-    context = memory_frames(history)
+    context = memory_frames(history, *shape)
     targets = list(range(history, total))
     eps = [sample_episode(world, seed + i, total, split="eval") for i in range(episodes)]
     cond = episode_conditioning(run, eps, total)

@@ -10,10 +10,12 @@ context so that Stage 1's teacher queries (empty context, target at positions 0 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from context_forcing.config import _require
+
+if TYPE_CHECKING:  # torch is imported where a draw happens: the training config (and the CLI) import this
+    import torch  # module for `ContextSamplerConfig` and should not pay for torch
 
 SLOW_EVERY = 6  # one slow latent per 1.5 s (6 latent frames), as in the official teacher
 
@@ -56,6 +58,8 @@ class ContextChoice:
 
 def _uniform(low: int, high: int, generator: torch.Generator) -> int:
     """An integer uniform in [low, high]."""
+    import torch
+
     return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
@@ -78,6 +82,8 @@ def slow_frames(start: int, stop: int, count: int, every: int, generator: torch.
 def sample_context(history_len: int, cfg: ContextSamplerConfig, chunk: int,
                    generator: torch.Generator) -> ContextChoice:
     """Model-free context sampler (DESIGN.md section 7): random sink | slow | fast frames of a history."""
+    import torch
+
     if history_len <= 0 or bool(torch.rand(1, generator=generator) < cfg.p_empty):
         return ContextChoice()
     sink = tuple(range(min(cfg.sink, history_len)))

@@ -27,7 +27,8 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two 1-D summaries, in float64 so decisions near tau do not depend on dtype."""
     if a.shape != b.shape or a.dim() != 1:
         raise ValueError(f"summaries must be 1-D of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    a64, b64 = a.detach().to(torch.float64), b.detach().to(torch.float64)
+    # dtype by keyword: a positional one leaves a string in CPython 3.11's type cache (BENCHMARKS.md, soak)
+    a64, b64 = a.detach().to(dtype=torch.float64), b.detach().to(dtype=torch.float64)
     # a zero summary has no direction: treat it as orthogonal (cosine 0) rather than dividing by zero
     norms = torch.linalg.vector_norm(a64) * torch.linalg.vector_norm(b64)
     if norms == 0:

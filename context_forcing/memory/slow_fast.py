@@ -7,6 +7,7 @@ fast and decides admission to slow memory once for all layers.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -39,6 +40,19 @@ class AdmissionEvent:
 
 
 RECENT_EVENTS = 16  # admission events a sample's stats keep (counters cover the whole video)
+
+
+def host_tensor(values: list[int] | list[float] | list[bool], dtype: torch.dtype, rows: int,
+                device: torch.device | str) -> Tensor:
+    """(rows, len(values) // rows) tensor of flat Python numbers, built through a buffer.
+
+    Not `torch.tensor(list)` on the per-chunk path: it probes the list for `__cuda_array_interface__` and
+    `__dlpack__` under newly made name strings, and CPython 3.11's type-attribute cache keeps such strings
+    alive (slots keyed by the string's address: up to 4096 of them), a slow rise in live memory over a long
+    stream (docs/BENCHMARKS.md, soak). The values are converted exactly as `torch.tensor` would.
+    """
+    typecode = {torch.long: "q", torch.float32: "f", torch.bool: "B"}[dtype]
+    return torch.frombuffer(array(typecode, values), dtype=dtype).view(rows, -1).to(device=device)
 
 
 @dataclass
@@ -83,6 +97,8 @@ class SlowFastMemory:
         capacity = layout.budget if layout.budget is not None else 8 * layout.chunk
         self.store = SlotStore(shape, batch, capacity, device, dtype)
         self.samples = [SampleMemory() for _ in range(batch)]
+        # built once: indexing with a Python list would build a tensor from it every chunk (`host_tensor`)
+        self._summary_index = torch.tensor(self.summary_layers, dtype=torch.long, device=device)
 
     @property
     def tables(self) -> list[MemoryTable]:
@@ -116,14 +132,17 @@ class SlowFastMemory:
 
     def _padded(self, plans: list[ChunkPlan], n: int) -> tuple[Tensor, Tensor, Tensor]:
         """(slots, temporal positions, valid), each (B, n), of the planned context frames, zero-padded."""
-        pad = [n - len(p.frames) for p in plans]
-        slots = [[s.slots[f] for f in p.frames] + [0] * k for s, p, k in zip(self.samples, plans, pad)]
-        temporal = [[float(x) for x in p.positions] + [0.0] * k for p, k in zip(plans, pad)]
-        valid = [[True] * len(p.frames) + [False] * k for p, k in zip(plans, pad)]
-        device = self.store.device
-        return (torch.tensor(slots, dtype=torch.long, device=device),
-                torch.tensor(temporal, dtype=torch.float32, device=device),
-                torch.tensor(valid, dtype=torch.bool, device=device))
+        slots: list[int] = []
+        temporal: list[float] = []
+        valid: list[bool] = []
+        for sample, plan in zip(self.samples, plans):
+            pad = n - len(plan.frames)
+            slots += [sample.slots[f] for f in plan.frames] + [0] * pad
+            temporal += [float(x) for x in plan.positions] + [0.0] * pad
+            valid += [True] * len(plan.frames) + [False] * pad
+        b, device = len(plans), self.store.device
+        return (host_tensor(slots, torch.long, b, device), host_tensor(temporal, torch.float32, b, device),
+                host_tensor(valid, torch.bool, b, device))
 
     def context_frames(self, plans: list[ChunkPlan]) -> tuple[dict[str, Tensor], Tensor] | None:
         """Stored latents and per-frame conditioning of the planned context, padded: (fields, valid (B, n)).
@@ -161,29 +180,31 @@ class SlowFastMemory:
 
     def _summaries(self, keys: Tensor) -> Tensor:
         """Per-frame admission summary: mean un-rotated key over tokens, concatenated over summary layers."""
-        chosen = keys[list(self.summary_layers)].mean(dim=3)  # (layers_s, B, c, H, hd)
+        index = self._summary_index.to(device=keys.device)
+        chosen = keys.index_select(0, index).mean(dim=3)  # (layers_s, B, c, H, hd)
         return chosen.permute(1, 2, 0, 3, 4).flatten(2)  # (B, c, layers_s * H * hd)
 
     def _allocate_chunk(self) -> Tensor:
         """Free slots for the chunk's frames, per sample: (B, c)."""
         c = self.layout.chunk
-        out = torch.zeros(self.batch, c, dtype=torch.long)
-        for b, sample in enumerate(self.samples):
+        slots: list[int] = []
+        for sample in self.samples:
             used = set(sample.slots.values())
             self.store.ensure_capacity(len(used) + c)
             free = [s for s in range(self.store.capacity) if s not in used][:c]
             start = sample.table.next_frame
             for i, slot in enumerate(free):
                 sample.slots[start + i] = slot
-            out[b] = torch.tensor(free)
-        return out.to(self.store.device)
+            slots += free
+        return host_tensor(slots, torch.long, self.batch, self.store.device)
 
     def _leave_and_admit(self, b: int) -> list[AdmissionEvent]:
         sample = self.samples[b]
         table, candidates = commit_chunk(self.layout, sample.table)
         events = []
         for candidate in candidates:
-            summary = self.store.summary[b, [sample.slots[f] for f in candidate]].mean(dim=0)
+            rows = host_tensor([sample.slots[f] for f in candidate], torch.long, 1, self.store.device)[0]
+            summary = self.store.summary[b, rows].mean(dim=0)  # (S,)
             admitted, sample.admission = decide(self.layout.policy, sample.admission, summary)
             table = admit(self.layout, table, candidate, admitted)
             events.append(AdmissionEvent(b, candidate, admitted))

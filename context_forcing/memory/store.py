@@ -66,18 +66,18 @@ class SlotStore:
         (B, n, C, H, W), actions (B, n, A), pose (B, n, 1), spatial (B, n, Lf, 2),
         summary (B, n, S). Stored detached."""
         rows = torch.arange(self.batch, device=sample_slots.device)[:, None]
-        self.keys[:, rows, sample_slots] = keys.detach().to(self.dtype)
-        self.values[:, rows, sample_slots] = values.detach().to(self.dtype)
-        self.latents[rows, sample_slots] = latents.detach().to(self.dtype)
-        self.actions[rows, sample_slots] = actions.detach().to(self.dtype)
-        self.pose[rows, sample_slots] = pose.detach().to(self.dtype)
-        self.spatial[rows, sample_slots] = spatial.detach().to(self.dtype)
-        self.summary[rows, sample_slots] = summary.detach().to(self.dtype)
+        self.keys[:, rows, sample_slots] = keys.detach().to(dtype=self.dtype)
+        self.values[:, rows, sample_slots] = values.detach().to(dtype=self.dtype)
+        self.latents[rows, sample_slots] = latents.detach().to(dtype=self.dtype)
+        self.actions[rows, sample_slots] = actions.detach().to(dtype=self.dtype)
+        self.pose[rows, sample_slots] = pose.detach().to(dtype=self.dtype)
+        self.spatial[rows, sample_slots] = spatial.detach().to(dtype=self.dtype)
+        self.summary[rows, sample_slots] = summary.detach().to(dtype=self.dtype)
 
     def write_kv(self, sample: int, slot: int, keys: Tensor, values: Tensor) -> None:
         """Overwrite one slot's K/V (layers, Lf, H, hd), e.g. with first-pass K/V (official-code option)."""
-        self.keys[:, sample, slot] = keys.detach().to(self.dtype)
-        self.values[:, sample, slot] = values.detach().to(self.dtype)
+        self.keys[:, sample, slot] = keys.detach().to(dtype=self.dtype)
+        self.values[:, sample, slot] = values.detach().to(dtype=self.dtype)
 
     def gather(self, sample_slots: Tensor) -> dict[str, Tensor]:
         """Fields at slots (B, n): keys/values (layers, B, n, Lf, H, hd), the rest (B, n, ...)."""

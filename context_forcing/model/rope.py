@@ -8,6 +8,8 @@ world x) instead of the token grid, and temporal positions come from the memory 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
@@ -34,14 +36,21 @@ def grid_positions(rows: int, cols: int, dtype: torch.dtype = torch.float32) -> 
     return torch.stack([r, c], dim=-1)
 
 
+@lru_cache(maxsize=16)
+def _frequencies(head_dim: int, theta: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+    """`axis_frequencies` on a device, computed once per geometry (constants; callers never write to them)."""
+    with torch.inference_mode(False):  # normal tensors even when first built under inference_mode
+        return tuple(f.to(device) for f in axis_frequencies(head_dim, theta, dtype))
+
+
 def rope_angles(temporal: Tensor, spatial: Tensor, head_dim: int, theta: float,
                 dtype: torch.dtype = torch.float64) -> Tensor:
     """Angles (B, F * Lf, head_dim / 2) from temporal (B, F) and spatial (B, F, Lf, 2) positions."""
-    f_t, f_h, f_w = (f.to(temporal.device) for f in axis_frequencies(head_dim, theta, dtype))
+    f_t, f_h, f_w = _frequencies(head_dim, float(theta), dtype, temporal.device)
     b, f, lf, _ = spatial.shape
-    t = temporal.to(dtype)[:, :, None, None] * f_t  # (B, F, 1, pt)
-    h = spatial[..., 0:1].to(dtype) * f_h  # (B, F, Lf, ph)
-    w = spatial[..., 1:2].to(dtype) * f_w  # (B, F, Lf, pw)
+    t = temporal.to(dtype=dtype)[:, :, None, None] * f_t  # (B, F, 1, pt)
+    h = spatial[..., 0:1].to(dtype=dtype) * f_h  # (B, F, Lf, ph)
+    w = spatial[..., 1:2].to(dtype=dtype) * f_w  # (B, F, Lf, pw)
     angles = torch.cat([t.expand(b, f, lf, -1), h, w], dim=-1)
     return angles.reshape(b, f * lf, -1)
 
@@ -54,7 +63,7 @@ def rope_rotation(temporal: Tensor, spatial: Tensor, head_dim: int, theta: float
     """
     angles = rope_angles(temporal, spatial, head_dim, theta)[:, :, None]
     rotation = torch.polar(torch.ones_like(angles), angles)
-    return rotation.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+    return rotation.to(dtype=torch.complex128 if dtype == torch.float64 else torch.complex64)
 
 
 def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
@@ -65,7 +74,7 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     """
     if x.dtype in (torch.float32, torch.float64):
         pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())
-        return torch.view_as_real(pairs * rotation.to(pairs.dtype)).flatten(-2)
-    cos, sin = rotation.real.to(x.dtype), rotation.imag.to(x.dtype)
+        return torch.view_as_real(pairs * rotation.to(dtype=pairs.dtype)).flatten(-2)
+    cos, sin = rotation.real.to(dtype=x.dtype), rotation.imag.to(dtype=x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)

@@ -6,7 +6,7 @@ Works with or without autograd (the model writes nothing in place); streaming an
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -16,7 +16,7 @@ from context_forcing.conditioning import Conditioning
 from context_forcing.diffusion.samplers import Velocity, student_sample
 from context_forcing.diffusion.schedule import timesteps_of
 from context_forcing.model.attention import AttentionContext, PromptContext
-from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.model.dit import CausalVideoDiT, PreparedFrames
 
 
 @dataclass
@@ -28,6 +28,17 @@ class ChunkInputs:
     temporal: Tensor
     cond: Conditioning | None
     context: AttentionContext | None
+    _prepared: tuple[int, PreparedFrames] | None = field(default=None, repr=False, compare=False)
+
+    def prepared(self, model: CausalVideoDiT, latents: Tensor) -> PreparedFrames:
+        """RoPE rotations and attention mask of this chunk, computed once for all its calls (4 denoising
+        passes + the commit pass share them; parameter-free, so also under autograd)."""
+        if self._prepared is None or self._prepared[0] != id(model):
+            b, f, _, h, w = latents.shape
+            grid = (h // model.cfg.patch[1], w // model.cfg.patch[2])
+            self._prepared = (id(model), model.prepare_frames(self.temporal, self.cond, b, f, grid,
+                                                              latents.device, self.context))
+        return self._prepared[1]
 
 
 def velocity_fn(model: CausalVideoDiT, inputs: ChunkInputs, num_train_timesteps: int,
@@ -44,7 +55,7 @@ def velocity_fn(model: CausalVideoDiT, inputs: ChunkInputs, num_train_timesteps:
         with contextlib.nullcontext() if records else torch.no_grad():
             t = timesteps_of(sigma, num_train_timesteps)
             out = model(x, t, inputs.prompt, inputs.temporal, inputs.cond, context=inputs.context,
-                        return_kv=want_kv)
+                        return_kv=want_kv, prepared=inputs.prepared(model, x))
         if want_kv:
             capture.append([(k.detach(), v.detach()) for k, v in out.kv])
         return out.velocity
@@ -66,6 +77,6 @@ def denoise_chunk(model: CausalVideoDiT, inputs: ChunkInputs, noise: Tensor, sig
 def commit_pass(model: CausalVideoDiT, inputs: ChunkInputs, clean: Tensor) -> list[tuple[Tensor, Tensor]]:
     """One chunk step of the clean chunk at timestep 0;
     returns its per-layer un-rotated K/V for the memory."""
-    zeros = torch.zeros(clean.shape[:2], device=clean.device)
+    zeros = torch.zeros(*clean.shape[:2], device=clean.device)
     return model(clean, zeros, inputs.prompt, inputs.temporal, inputs.cond, context=inputs.context,
-                 return_kv=True).kv
+                 return_kv=True, prepared=inputs.prepared(model, clean)).kv

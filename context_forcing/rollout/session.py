@@ -19,7 +19,7 @@ from context_forcing.diffusion.schedule import student_sigmas
 from context_forcing.memory.factory import frame_inputs, new_memory
 from context_forcing.memory.layout import MemoryLayout, run_layout
 from context_forcing.memory.plan import ChunkPlan
-from context_forcing.memory.slow_fast import AdmissionEvent
+from context_forcing.memory.slow_fast import AdmissionEvent, host_tensor
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.rollout.chunk_step import ChunkInputs, commit_pass, denoise_chunk
 from context_forcing.rollout.prompt_switch import check_policy, flush, recache_fast
@@ -67,7 +67,8 @@ class StreamingSession:
         start, c = self.frames_done, self.layout.chunk
         cond = self._frames_cond(start, c) if frames_cond is None else self._given_cond(frames_cond)
         context = self.memory.context(self.model, plans)
-        temporal = torch.tensor([p.chunk_positions for p in plans], dtype=torch.float32, device=self.device)
+        temporal = host_tensor([x for p in plans for x in p.chunk_positions], torch.float32, len(plans),
+                               self.device)  # (B, c); not torch.tensor(list): see host_tensor
         return ChunkInputs(self.prompt, temporal, cond, context), temporal
 
     def _frames_cond(self, start: int, count: int) -> Conditioning:

@@ -122,6 +122,9 @@ class TrainConfig:
     ema_decay: float = 0.99
     ema_start: int = 200  # EMA tracks the weights from this update on (before: copies them)
     activation_checkpointing: bool = False
+    # render the next clip in a background thread while a step runs (same clips in the same order); pays off
+    # only with an idle core: on 2 busy cores it made panworld teacher updates 7 % slower (issue 12)
+    prefetch_data: bool = False
     precision: str = "fp32"  # "bf16": FSDP2 mixed precision (bf16 compute, fp32 gradients and reduction)
     rollout_frames: int = 21  # Stage 1 rollout / teacher and ODE-init target length (whole chunks)
     prompt_dropout: float = 0.1  # teacher: null prompt probability (for CFG)

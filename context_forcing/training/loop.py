@@ -48,6 +48,7 @@ from context_forcing.training.distributed import (
     mean_over_processes,
     shard_optimizer_state,
 )
+from context_forcing.training.optim import load_optimizer_state
 from context_forcing.training.run_dir import (
     LOOP_FILE,
     METRICS_FILE,
@@ -262,7 +263,7 @@ def load_training_state(checkpoint: Path, stage: Stage) -> int:
             path = directory / f"optimizer.{_safe(name)}.pt"
             # weights_only: tensors and plain containers only, no pickled code runs
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(shard_optimizer_state(optimizer, saved))  # FSDP2: this process's shards
+            load_optimizer_state(optimizer, shard_optimizer_state(optimizer, saved))  # FSDP2: own shards
         tensors = load_file(str(directory / "extra.safetensors"))
         stage.load_extra_state(_decode(json.loads((directory / "extra.json").read_text()), tensors))
         restore_rng(loop["rng"], load_file(str(directory / "rng.safetensors")))  # last: loading may draw

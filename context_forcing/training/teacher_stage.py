@@ -33,14 +33,13 @@ from context_forcing.training.stage import BaseStage
 def gather_context(latents: Tensor, cond: Conditioning, frames: list[tuple[int, ...]]
                    ) -> tuple[Tensor, Tensor, Conditioning]:
     """Per-sample context frames of real clips, padded: (latents (B, n, ...), valid (B, n), cond (B, n))."""
-    b = latents.shape[0]
+    b, device = latents.shape[0], latents.device
     n = max((len(f) for f in frames), default=0)
-    index = torch.zeros(b, n, dtype=torch.long, device=latents.device)
-    valid = torch.zeros(b, n, dtype=torch.bool, device=latents.device)
-    for i, chosen in enumerate(frames):
-        index[i, :len(chosen)] = torch.tensor(chosen, dtype=torch.long)
-        valid[i, :len(chosen)] = True
-    rows = torch.arange(b, device=latents.device)[:, None]
+    # one host-built tensor each (no per-sample writes); padding gathers frame 0, masked by `valid`
+    index = torch.tensor([list(f) + [0] * (n - len(f)) for f in frames], dtype=torch.long).reshape(b, n)
+    valid = torch.arange(n)[None, :] < torch.tensor([len(f) for f in frames])[:, None]  # (B, n)
+    index, valid = index.to(device), valid.to(device)
+    rows = torch.arange(b, device=device)[:, None]
     return latents[rows, index], valid, cond.frames(index)
 
 
@@ -53,12 +52,10 @@ def sample_teacher_batch(latents: Tensor, cond: Conditioning, target: int, train
     history = latents.shape[1] - target
     choices = [sample_context(history, train.context, chunk, g) for g in generators]
     ctx, valid, ctx_cond = gather_context(latents, cond, [c.frames for c in choices])
-    fast = torch.zeros_like(valid)
-    slow = torch.zeros_like(valid)
-    for i, choice in enumerate(choices):
-        for j, part in enumerate(choice.parts):
-            fast[i, j] = part == "fast"
-            slow[i, j] = part == "slow"
+    n = valid.shape[1]
+    parts = [list(c.parts) + [""] * (n - len(c.parts)) for c in choices]  # padded like `valid`
+    fast, slow = (torch.tensor([[p == kind for p in row] for row in parts], dtype=torch.bool)
+                  .reshape(valid.shape).to(valid.device) for kind in ("fast", "slow"))
     tgt_cond = cond.frames(slice(history, None))
     return teacher_inputs(ctx, valid, ctx_cond, latents[:, history:], tgt_cond), fast, slow
 
@@ -71,7 +68,7 @@ class TeacherStage(BaseStage):
     def __init__(self, run: RunConfig, train: TrainConfig, model: CausalVideoDiT, data: TrainingData) -> None:
         self.run, self.train, self.data = run, train, data
         self.model = self.network = model.train()
-        self.opt = adamw(model, train.generator)
+        self.opt = adamw(model, train.generator, fused=True)  # see adamw: 8 % of an update before
         self.ema = EMA(model, train.ema_decay, train.ema_start)
         frame = (run.model.in_channels, run.video.latent_height, run.video.latent_width)
         self.bank = ErrorBank(train.erft, frame, run.sampler.num_train_timesteps)

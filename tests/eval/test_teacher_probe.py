@@ -34,6 +34,10 @@ def test_memory_frames_are_sink_slow_fast_in_time_order():
     assert memory_frames(20) == [0, 1, 2, 7, 13] + list(range(14, 20))
     with pytest.raises(ConfigError, match="history"):
         memory_frames(8)
+    # a sink + window: the last 18 frames, no slow part
+    assert memory_frames(90, 3, 0, 18) == [0, 1, 2] + list(range(72, 90))
+    with pytest.raises(ConfigError, match="at least one frame"):
+        memory_frames(90, 0, 0, 0)
 
 
 def test_oracle_copy_beats_copying_the_last_frame_on_eval_episodes():
@@ -42,6 +46,10 @@ def test_oracle_copy_beats_copying_the_last_frame_on_eval_episodes():
     oracle = (probe.oracle_copy - probe.target).abs().mean()
     last = (probe.copy_last - probe.target).abs().mean()
     assert oracle < last  # the context holds columns the last frame does not
+    window = build_probe_set(_small_panworld(), episodes=6, shape=(3, 0, 18))
+    assert window.context.shape[:2] == (6, 21) and torch.equal(window.target, probe.target)
+    assert torch.equal(window.context[:, -6:], probe.context[:, -6:])  # the same last frames
+    assert not torch.equal(window.context, probe.context)
 
 
 def test_a_model_blind_to_context_scores_the_same_with_and_without_it():
@@ -76,6 +84,15 @@ def test_probe_teacher_command(tmp_path, capsys):
     for key in ("x0_error_context", "x0_error_empty", "copy_last", "oracle_copy", "gap_closed",
                 "sample_sharpness_ratio", "x0_error_s0.1", "input_error_s0.1"):
         assert key in data
+    assert data["context"] == {"sink": 3, "slow": 12, "fast": 6}
+    assert main(["probe-teacher", str(ckpt), "--episodes", "1", "--sample-steps", "0", "--context", "3,0,18",
+                 "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["context"] == {"sink": 3, "slow": 0, "fast": 18}
+    assert main(["probe-teacher", str(ckpt), "--guidance", "-1"]) == 2
+    assert "--guidance: got -1.0" in capsys.readouterr().err
+    for bad in ("3,12", "3,-1,6", "0,0,0", "a,b,c"):
+        assert main(["probe-teacher", str(ckpt), "--context", bad]) == 2
+        assert f"--context: got {bad!r}" in capsys.readouterr().err
     assert main(["probe-teacher", str(ckpt), "--episodes", "0"]) == 2
     assert "--episodes: got 0" in capsys.readouterr().err
     assert main(["probe-teacher", str(ckpt), "--levels", "0.1,1.5"]) == 2
