@@ -56,13 +56,14 @@ bench: setup
 
 # 30 minutes of video (7200 latent frames) at the panworld preset with the default memory: Python-allocated memory
 # and the session's state at 1, 10 and 30 minutes must stay flat (docs/BENCHMARKS.md). One thread, long.
+# THREADS: the soak's, one by default, so it can run beside a training job
+THREADS ?= 1
 soak: setup
 	$(BIN)/python benchmarks/soak.py --threads $(THREADS)
 
-# One thread by default, so it can run beside a training job; THREADS=2 (the core count) when the machine is free.
-THREADS ?= 1
+# Training steps at the machine's core count (issue 12); run benchmarks/training.py --threads 1 beside a job.
 bench-train: setup
-	$(BIN)/python benchmarks/training.py --threads $(THREADS)
+	$(BIN)/python benchmarks/training.py
 
 # Where a chunk step's and a training update's time goes (issue 12): GEMM / attention / overhead shares, top ops
 # and Python functions, one JSON document (docs/BENCHMARKS.md, "Profile"). Threads: the machine's core count.
