@@ -136,6 +136,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                             "e.g. sink3-slow12-fast6:uniform4, window-21:absolute; recorded in config.json")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a training setting, e.g. --set generator.lr=1e-4 (repeatable)")
+    train.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a model setting of the preset, e.g. --model patch=1,16,4 (repeatable; "
+                            "recorded in config.json, so give the same flags to resume)")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
@@ -318,11 +321,25 @@ def _train_request(args: argparse.Namespace):
     for flag, path in (("--init", args.init), ("--teacher", args.teacher)):
         if path is not None:
             _check_checkpoint_preset(flag, path, args.preset)
-    run = _train_memory(args.memory, get_preset(args.preset), args.stage)
+    run = _train_memory(args.memory, _train_model(args.model, get_preset(args.preset)), args.stage)
     run_dir = Path(args.run_dir)
     _check_run_dir(run_dir, run, train)
     return TrainRequest(run=run, train=train, run_dir=run_dir, init=args.init, teacher=args.teacher,
                         threads=args.threads)
+
+
+def _train_model(overrides: list[str], run):
+    """The preset's run with `--model KEY=VALUE` overrides of its model config (checked like `--set`)."""
+    from dataclasses import replace
+
+    from context_forcing.training.config import apply_overrides
+
+    if not overrides:
+        return run
+    try:  # ModelConfig's checks, then the run's (e.g. the patch against the latent size)
+        return replace(run, model=apply_overrides(run.model, overrides, flag="--model"))
+    except ConfigError as error:
+        raise UsageError(str(error) if str(error).startswith("--model") else f"--model: {error}") from None
 
 
 def _train_memory(spec: str | None, run, stage: str):

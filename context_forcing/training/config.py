@@ -182,27 +182,29 @@ def _from_dict(kind: type, data: dict[str, Any], prefix: str) -> Any:
     return kind(**kwargs)
 
 
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply `key=value` overrides (dotted keys for sub-configs), type-checked; unknown keys are errors."""
+def apply_overrides(cfg: Any, overrides: list[str], flag: str = "--set") -> Any:
+    """Apply `key=value` overrides (dotted keys for sub-configs) to a config dataclass (a TrainConfig for
+    `--set`, a ModelConfig for `--model`), type-checked; unknown keys are errors naming `flag`."""
     for item in overrides:
         key, sep, text = item.partition("=")
-        _require(bool(sep) and bool(key), f"--set expects key=value, got {item!r}")
-        cfg = _set(cfg, key.split("."), text, key)
+        _require(bool(sep) and bool(key), f"{flag} expects key=value, got {item!r}")
+        cfg = _set(cfg, key.split("."), text, f"{flag} {key}")
     return cfg
 
 
 def _set(obj: Any, path: list[str], text: str, full_key: str) -> Any:
+    """full_key: the flag and the dotted key, for messages."""
     hints = typing.get_type_hints(type(obj))
     name = path[0]
     if name not in hints:
         allowed = ", ".join(sorted(hints))
-        raise ConfigError(f"--set {full_key}: unknown key {name!r}; allowed here: {allowed}")
+        raise ConfigError(f"{full_key}: unknown key {name!r}; allowed here: {allowed}")
     hint = hints[name]
     if dataclasses.is_dataclass(hint):
         _require(len(path) > 1,
-                 f"--set {full_key}: {name} is a group; set one of its fields ({name}.FIELD=...)")
+                 f"{full_key}: {name} is a group; set one of its fields ({name}.FIELD=...)")
         return replace(obj, **{name: _set(getattr(obj, name), path[1:], text, full_key)})
-    _require(len(path) == 1, f"--set {full_key}: {name} has no sub-keys")
+    _require(len(path) == 1, f"{full_key}: {name} has no sub-keys")
     return replace(obj, **{name: _parse_value(hint, text, full_key)})
 
 
@@ -211,7 +213,7 @@ def _parse_value(hint: Any, text: str, key: str) -> Any:
         if hint is bool:
             lowered = text.lower()
             _require(lowered in ("true", "false", "1", "0"),
-                     f"--set {key}: expected true/false, got {text!r}")
+                     f"{key}: expected true/false, got {text!r}")
             return lowered in ("true", "1")
         if hint is int:
             return int(text)
@@ -222,14 +224,14 @@ def _parse_value(hint: Any, text: str, key: str) -> Any:
         if typing.get_origin(hint) is tuple:
             kinds = typing.get_args(hint)
             parts = text.split(",")
-            _require(len(parts) == len(kinds), f"--set {key}: expected {len(kinds)} comma-separated values, "
+            _require(len(parts) == len(kinds), f"{key}: expected {len(kinds)} comma-separated values, "
                      f"got {text!r}")
             return tuple(k(p) for k, p in zip(kinds, parts))
     except ValueError as error:
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"--set {key}: cannot read {text!r} as {getattr(hint, '__name__', hint)}") from None
-    raise ConfigError(f"--set {key}: unsupported type {hint}")
+        raise ConfigError(f"{key}: cannot read {text!r} as {getattr(hint, '__name__', hint)}") from None
+    raise ConfigError(f"{key}: unsupported type {hint}")
 
 
 def for_preset(stage: str, preset: str) -> TrainConfig:

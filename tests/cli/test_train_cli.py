@@ -94,6 +94,10 @@ BAD = [
     (["--memory", "window-20"], "stage1", "--memory: bad memory layout 'window-20' (chunk 3)"),
     (["--memory", "sink3-window18:uniform4"], "stage2", "needs a layout with a slow part"),
     (["--memory", "window-21"], "teacher", "--memory: the teacher does not stream with a memory"),
+    (["--model", "width=64"], "teacher", "--model width: unknown key 'width'"),
+    (["--model", "patch=1,4"], "teacher", "--model patch: expected 3 comma-separated values"),
+    (["--model", "patch=1,3,4"], "teacher", "--model: "),  # 3 does not divide the 8-row latents
+    (["--model", "dim"], "teacher", "--model expects key=value"),
 ]
 
 
@@ -178,6 +182,18 @@ def test_memory_flag_is_recorded_in_config_json_and_checkpoints(tmp_path, regist
     assert main(_args(run_dir, "--memory", "sink3-slow12-fast6:bounded:uniform4", "--steps", "3",
                       stage="stage2")) == 0
     assert json.loads((run_dir / "train_config.json").read_text())["steps"] == 3
+
+
+def test_model_flag_is_recorded_and_must_be_given_again_to_resume(tmp_path, capsys, registry):
+    run_dir = tmp_path / "run"
+    assert main(_args(run_dir, "--model", "patch=1,2,4", "--model", "layers=1")) == 0
+    model = json.loads((run_dir / "config.json").read_text())["model"]
+    assert model["patch"] == [1, 2, 4] and model["layers"] == 1
+    assert registry[-1][1] == "tiny"
+    assert main(_args(run_dir, "--model", "patch=1,2,4", "--model", "layers=1", "--steps", "3")) == 0
+    capsys.readouterr()
+    assert main(_args(run_dir, "--steps", "4")) == 2  # the preset's model is another config
+    assert "config.json model.layers (saved 1, now 2)" in capsys.readouterr().err
 
 
 def test_resume_with_a_different_memory_is_rejected_naming_memory_layout(tmp_path, capsys, registry):
