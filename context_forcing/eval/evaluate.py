@@ -78,7 +78,8 @@ def evaluate(spec: str, episodes: int, seconds: float, memory: str | None = None
     that differ from the default); ecl_seconds / ecl_lower_bound (M1) and ecl_seconds_m2 / ecl_m2_lower_bound
     (None for a protocol not run); ecl_by_split; revisit_by_gap {m1, m2} -> bin (those the episode length
     measures whole: 192-384 frames from 96 s on) -> {all, sink, no_sink} -> {score, interval, pixels[,
-    mean_fill]}; m1_memory_critical, m1_new, m2_memory_critical, memory_critical_by_split; retrieval_signal;
+    mean_fill]}; m1_memory_critical, m1_new, m1_by_last_visit (bin -> {prefill, rollout}: where the column
+    was last visible), m2_memory_critical, memory_critical_by_split; retrieval_signal;
     per protocol: fidelity, identity, motion (+ passes), drift, drift_summary (first vs last 16 s), resets,
     cycles; drift_within_interval (P2's); bootstrap; oracles: restorable_fraction, restorable_by_gap,
     admission_rate; models: preset, noise_seed, admission_rate (admitted / candidates over every session,

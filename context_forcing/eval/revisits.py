@@ -6,7 +6,10 @@ coverage, and whether it is memory-critical (g > h) or new.
 
 - M1 (protocol P1, continuation): frames [t0, F) of the video against ground truth, on the memory-critical
   columns first seen before t0 (the regions the prefill showed), plus never-seen columns for the retrieval
-  signal S(memory-critical) - S(new).
+  signal S(memory-critical) - S(new). Each bin is also split by where the column was last visible: in the
+  prefill ("BIN/last_prefill": the model restores ground truth it was shown, short-term competence) or in
+  the rollout ("BIN/last_rollout": it restores its own earlier rendering, so a region it forgot once stays
+  wrong however short the later gap).
 - M2 (protocol P2, free rollout): each memory-critical column of frame t against the video's own frame at the
   column's first visit (same world column, known camera offset).
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from context_forcing.eval.cases import EvalCase
-from context_forcing.eval.metrics import RevisitSums, column_errors, group_masks, measured_bins
+from context_forcing.eval.metrics import RevisitSums, bin_name, column_errors, group_masks, measured_bins
 
 
 def m1_sums(case: EvalCase, video: np.ndarray, mean_fill: np.ndarray | None = None) -> RevisitSums:
@@ -36,8 +39,13 @@ def m1_sums(case: EvalCase, video: np.ndarray, mean_fill: np.ndarray | None = No
     reference = None if mean_fill is None else column_errors(mean_fill[t0:frames], truth, mask)[0]
     seen_in_prefix = labels.first_seen[t0:] < t0  # a new column's first visit is the frame itself (>= t0)
     critical = labels.memory_critical()[t0:] & seen_in_prefix
-    groups = group_masks(labels.gap[t0:], labels.sink_covered[t0:], critical, labels.new[t0:],
-                         measured_bins(frames))
+    bins = measured_bins(frames)
+    groups = group_masks(labels.gap[t0:], labels.sink_covered[t0:], critical, labels.new[t0:], bins)
+    last_visit = np.arange(t0, frames)[:, None] - labels.gap[t0:]  # (F - t0, W) frame; meaningful if critical
+    for lo, hi in bins:
+        in_bin = groups[f"{bin_name(lo, hi)}/all"]
+        groups[f"{bin_name(lo, hi)}/last_prefill"] = in_bin & (last_visit < t0)
+        groups[f"{bin_name(lo, hi)}/last_rollout"] = in_bin & (last_visit >= t0)
     return RevisitSums.of_episode(groups, model, chance, count, reference)
 
 

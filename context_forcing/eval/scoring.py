@@ -106,6 +106,8 @@ def score_p1(cases: list[EvalCase], videos: list[np.ndarray], weights: np.ndarra
     return {
         "revisit_by_gap": by_gap, "ecl": ecl, "memory_critical": cells["critical"], "new": cells["new"],
         "by_split": {split: cells[f"critical/{split}"] for split in ("sink", "no_sink")},
+        "by_last_visit": {name: {where: cells[f"{name}/last_{where}"] for where in ("prefill", "rollout")}
+                          for name in by_gap},
         "retrieval_signal": {"score": signal, "interval": interval,
                              "memory_critical": cells["critical"]["score"], "new": cells["new"]["score"]},
         "fidelity": fidelity(cases, videos, "p1"), "identity": identity_table(cases, videos, "p1", weights),
@@ -144,6 +146,7 @@ def score_videos(cases: list[EvalCase], videos: dict[str, list[np.ndarray]], dra
         "revisit_by_gap": {m: part["revisit_by_gap"] for m, part in (("m1", p1), ("m2", p2)) if part},
         "m1_memory_critical": p1["memory_critical"] if p1 else None,
         "m1_new": p1["new"] if p1 else None,
+        "m1_by_last_visit": p1["by_last_visit"] if p1 else None,
         "m2_memory_critical": p2["memory_critical"] if p2 else None,
         "memory_critical_by_split": {m: part["by_split"] for m, part in (("m1", p1), ("m2", p2)) if part},
         "retrieval_signal": p1["retrieval_signal"] if p1 else None,

@@ -1,15 +1,17 @@
 """Several eval reports (the JSON of `evaluate`) -> one Markdown table, one row per report.
 
 Columns: M1 score per gap bin with its bootstrap interval (every bin some report measures; `-` where a
-report's episodes are too short for it), ECL from M1 and M2 (`36+` marks a lower bound), the retrieval signal
-S(memory-critical) - S(new), M1 on sink-covered / other columns, the oracle's restorable fraction, motion
-(accuracy on moving frames; FAIL when the check fails), the fidelity gates (sharpness ratio; `blur` below
-0.7, `noisy` above 1.5, judged from the ratio so reports written before the noise gate read alike), drift (the
-free rollout's sharpness ratio in its first / last 16 s; `drift:` names the measures whose last-16 s mean left
-the first-16 s interval), identity (P1 accuracy of the hidden subject attributes after occlusion / after the
-state change), resets per minute and the cycle rate (P2's, P1's if only P1 ran), the slow-memory admission
-rate, and the measured cost of a generated chunk (ms per episode, i.e. a batch's chunk time over its batch,
-and analytic GFLOPs per sample). `-` marks what a report does not have.
+report's episodes are too short for it), M1 in the 4-16 bin on the columns last visible in the prefill (the
+ground truth the model was shown: short-term competence, apart from what its own rollout forgot), ECL from M1
+and M2 (`36+` marks a lower bound), the retrieval signal S(memory-critical) - S(new), M1 on sink-covered /
+other columns, the oracle's restorable fraction, motion (accuracy on moving frames; FAIL when the check
+fails), the fidelity gates (sharpness ratio; `blur` below 0.7, `noisy` above 1.5, judged from the ratio so
+reports written before the noise gate read alike), drift (the free rollout's sharpness ratio in its first /
+last 16 s; `drift:` names the measures whose last-16 s mean left the first-16 s interval), identity (P1
+accuracy of the hidden subject attributes after occlusion / after the state change), resets per minute and the
+cycle rate (P2's, P1's if only P1 ran), the slow-memory admission rate, and the measured cost of a generated
+chunk (ms per episode, i.e. a batch's chunk time over its batch, and analytic GFLOPs per sample). `-` marks
+what a report does not have.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def _cell(cell: dict | None) -> str:
     interval = cell.get("interval")
     spread = f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
     return f"{cell['score']:.2f}{spread}"
+
+
+def _last_prefill(report: dict) -> str:
+    """M1 4-16 on the columns last visible in the prefill (reports written before the split: `-`)."""
+    return _cell(((report.get("m1_by_last_visit") or {}).get("4-16") or {}).get("prefill"))
 
 
 def _ecl(seconds, lower_bound) -> str:
@@ -96,7 +103,7 @@ def _row(report: dict, bins: list[str]) -> list[str]:
     protocol = "p1" if "p1" in motion else "p2"
     moving = (motion.get(protocol) or {}).get("accuracy_moving")
     fidelity = (report.get("fidelity") or {}).get(protocol) or {}
-    return [model_name(report), *[_cell((m1.get(b) or {}).get("all")) for b in bins],
+    return [model_name(report), *[_cell((m1.get(b) or {}).get("all")) for b in bins], _last_prefill(report),
             _ecl(report.get("ecl_seconds"), report.get("ecl_lower_bound")),
             _ecl(report.get("ecl_seconds_m2"), report.get("ecl_m2_lower_bound")),
             _number(signal.get("score")), _split(report, "sink"), _split(report, "no_sink"),
@@ -111,9 +118,10 @@ def _row(report: dict, bins: list[str]) -> list[str]:
 def markdown_table(reports: list[dict]) -> str:
     """One Markdown table of several eval reports (see the module docstring for the columns)."""
     bins = _bins(reports)
-    head = ["model", *[f"M1 {b}" for b in bins], "ECL s", "ECL M2 s", "retrieval", "M1 sink",
-            "M1 no-sink", "restorable", "motion", "sharpness", "drift: sharpness first / last 16 s",
-            "identity occl. / state", "resets /min", "cycles", "admission", "ms / GFLOP per chunk"]
+    head = ["model", *[f"M1 {b}" for b in bins], "M1 4-16 last seen in prefill", "ECL s", "ECL M2 s",
+            "retrieval", "M1 sink", "M1 no-sink", "restorable", "motion", "sharpness",
+            "drift: sharpness first / last 16 s", "identity occl. / state", "resets /min", "cycles",
+            "admission", "ms / GFLOP per chunk"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_row(r, bins)) + " |" for r in reports]
     return "\n".join(lines) + "\n"

@@ -49,6 +49,7 @@ def test_eval_and_table_commands_write_reports_plots_and_a_table(tmp_path, capsy
     assert data["seed_range"] == [1_000_000, 1_000_002] and data["memory"] == "sink3-window18:bounded"
     assert set(data["revisit_by_gap"]) == {"m1", "m2"}
     assert set(data["revisit_by_gap"]["m1"]["4-16"]) == {"all", "sink", "no_sink"}
+    assert set(data["m1_by_last_visit"]["4-16"]) == {"prefill", "rollout"}
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert plots == ["drift.png", "filmstrip.png", "revisits.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (tmp_path / "plots").iterdir())
@@ -59,8 +60,9 @@ def test_eval_and_table_commands_write_reports_plots_and_a_table(tmp_path, capsy
     assert run_table_command(args) == 0
     lines = table.read_text().splitlines()
     # 16 s episodes (64 frames) measure the bins 4-16 and 16-48 whole: 2 + 15 columns
-    assert len(lines) == 4 and lines[2].startswith("| oracle:sink3-window18 |") and lines[2].count("|") == 18
-    assert "M1 16-48 | ECL s" in lines[0] and lines[0].endswith("| ms / GFLOP per chunk |")
+    assert len(lines) == 4 and lines[2].startswith("| oracle:sink3-window18 |") and lines[2].count("|") == 19
+    assert "M1 16-48 | M1 4-16 last seen in prefill | ECL s" in lines[0]
+    assert lines[0].endswith("| ms / GFLOP per chunk |")
     assert data["drift_summary"]["p2"]["first_seconds"] == [0.0, 8.0]  # 16 s rollouts: halves
     assert isinstance(data["drift_within_interval"], bool)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
@@ -122,11 +124,13 @@ def test_the_table_joins_reports_of_different_lengths_and_shows_drift():
              "drift_summary": {"p2": drift(0.99, True)}}
     long = {"model": "b", "revisit_by_gap": {"m1": {"4-16": cell(0.9), "96-192": cell(0.7),
                                                     "192-384": cell(0.4)}},
+            "m1_by_last_visit": {"4-16": {"prefill": {"score": 0.95, "interval": [0.9, 1.0]}}},
             "drift_summary": {"p1": drift(0.5, False)}}
     head, _, a, b, old = markdown_table([short, long, {"model": "c"}]).splitlines()
-    assert "M1 96-192 | M1 192-384 | ECL s" in head and "M1 16-48" not in head
+    assert "M1 96-192 | M1 192-384 | M1 4-16 last seen in prefill | ECL s" in head and "M1 16-48" not in head
     assert a.split(" | ")[3] == "-"  # a 64 s report has no 72 s bin
     assert b.split(" | ")[3] == "0.40 [0.40, 0.40]"
+    assert a.split(" | ")[4] == "-" and b.split(" | ")[4] == "0.95 [0.90, 1.00]"  # older reports: -
     assert a.split(" | ")[-6] == "1.00 / 0.99" and b.split(" | ")[-6] == "1.00 / 0.50 drift: sharpness_ratio"
     assert old.endswith("| - | - | - | - | - | - |")  # reports from before the drift summary and the cost
 

@@ -81,6 +81,25 @@ def test_128_s_episodes_measure_192_384_frame_gaps_in_every_episode(longest_case
         assert ecl["all"] == {"seconds": 72.0, "lower_bound": True}  # ground truth reaches the 72 s centre
 
 
+def test_m1_splits_each_bin_by_where_the_column_was_last_visible(long_cases):
+    # a model that restores what the prefill showed but forgets at t0 + 16: the truth until then, another
+    # world after; revisits last seen in the prefill score 1, those last seen in its own rollout do not
+    weights = bootstrap_weights(len(long_cases), 100, 0)
+    parts = []
+    for c in long_cases:
+        video = c.truth.copy()
+        video[c.t0 + 16:] = c.chance[0][c.t0 + 16:]
+        parts.append(m1_sums(c, video))
+    sums = RevisitSums.stack(parts)
+    for name in ("4-16", "16-48", "48-96", "96-192"):  # the two splits partition the bin
+        count = sums.count.sum(axis=0)
+        split = count[sums.column(f"{name}/last_prefill")] + count[sums.column(f"{name}/last_rollout")]
+        assert split == count[sums.column(f"{name}/all")] > 0, name
+    _, _, cells = revisit_tables(sums, weights)
+    assert cells["4-16/last_prefill"]["score"] == 1.0  # such frames precede t0 + 16
+    assert cells["4-16/last_rollout"]["score"] < 0.5
+
+
 def test_chance_scores_about_zero_on_m1_but_high_on_m2(long_cases):
     # the `chance` reference is another world than the normalising ones, so ~0 here is a calibration test
     r = report("chance", long_cases)
