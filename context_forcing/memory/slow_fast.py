@@ -8,7 +8,6 @@ fast and decides admission to slow memory once for all layers.
 from __future__ import annotations
 
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -39,9 +38,6 @@ class AdmissionEvent:
     admitted: bool
 
 
-RECENT_EVENTS = 16  # admission events a sample's stats keep (counters cover the whole video)
-
-
 def host_tensor(values: list[int] | list[float] | list[bool], dtype: torch.dtype, rows: int,
                 device: torch.device | str) -> Tensor:
     """(rows, len(values) // rows) tensor of flat Python numbers, built through a buffer.
@@ -57,16 +53,15 @@ def host_tensor(values: list[int] | list[float] | list[bool], dtype: torch.dtype
 
 @dataclass
 class MemoryStats:
-    """Admission counters over a memory's life and its latest events, for reports: O(1) in video length."""
+    """Admission counters over a memory's life, for reports: O(1) in video length. The events themselves are
+    `commit`'s return value (a session keeps the last chunk's)."""
 
     candidates: int = 0
     admissions: int = 0
-    recent: deque[AdmissionEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
 
     def add(self, event: AdmissionEvent) -> None:
         self.candidates += 1
         self.admissions += int(event.admitted)
-        self.recent.append(event)
 
 
 @dataclass
@@ -107,7 +102,7 @@ class SlowFastMemory:
 
     @property
     def stats(self) -> MemoryStats:
-        """Admission counters summed over the samples (recent events: see each sample's stats)."""
+        """Admission counters summed over the samples."""
         return MemoryStats(sum(s.stats.candidates for s in self.samples),
                            sum(s.stats.admissions for s in self.samples))
 

@@ -12,6 +12,7 @@ import torch
 from conftest import make_cond, randomize
 from context_forcing.config import MemoryConfig
 from context_forcing.memory.layout import parse_layout, run_layout
+from context_forcing.memory.slow_fast import SlowFastMemory
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import tiny
 from context_forcing.rollout.training_rollout import student_rollout
@@ -82,10 +83,19 @@ def test_positions_follow_the_layouts_position_scheme(layout, bounded, monkeypat
         assert max(chunk) == 26 and max(context) > 20
 
 
-def test_uniform_admission_admits_every_kth_candidate():
+def test_uniform_admission_admits_every_kth_candidate(monkeypatch):
+    events = []  # every admission event of the rollout, as commit returns them
+    commit = SlowFastMemory.commit
+
+    def recording(self, *args, **kwargs):
+        chunk_events = commit(self, *args, **kwargs)
+        events.extend(chunk_events)
+        return chunk_events
+
+    monkeypatch.setattr(SlowFastMemory, "commit", recording)
     roll = _rollout(_stage("sink3-slow12-fast6:uniform4", frames=45))
     for b in range(2):
-        decisions = [e.admitted for e in roll.memory.samples[b].stats.recent]
+        decisions = [e.admitted for e in events if e.sample == b]
         assert decisions == [i % 4 == 0 for i in range(13)]  # candidates: chunks 1..13 as they leave fast
         assert roll.memory.tables[b].slow == (3, 15, 27, 39)  # the first frame of chunks 1, 5, 9, 13
 
