@@ -1,7 +1,7 @@
 """Soak: 30 minutes of video (7200 latent frames) streamed at the panworld preset with the default memory.
 
 A session's state must be O(1) in video length. Prints one JSON document on stdout (progress on stderr):
-    .venv/bin/python benchmarks/soak.py            # = make soak; 15-30 minutes on one thread
+    .venv/bin/python benchmarks/soak.py            # = make soak; 2-4 minutes on one thread
     .venv/bin/python benchmarks/soak.py --frames 2400 --marks 240 2400   # a shorter run
 At 1, 10 and 30 minutes of video it records the size of the session's state (its slot store's tensors plus
 its pickled Python-side state: chunk history, per-sample memory records) and then the memory currently
