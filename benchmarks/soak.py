@@ -28,6 +28,7 @@ import torch
 
 from context_forcing.data.episodes import episode_conditioning, panworld_episodes
 from context_forcing.memory.layout import run_layout
+from context_forcing.memory.store import FIELDS
 from context_forcing.model.checkpoint import load_model
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.model.shipped import shipped_checkpoint
@@ -42,8 +43,7 @@ EPISODE_SEED = 1_000_000  # the first eval-split episode
 def state_bytes(session: StreamingSession) -> int:
     """Bytes of the session's state: the memory's slot-store tensors + its Python-side records, pickled."""
     store = session.memory.store
-    tensors = sum(getattr(store, name).nbytes for name in
-                  ("keys", "values", "latents", "actions", "pose", "spatial", "summary"))
+    tensors = sum(getattr(store, name).nbytes for name in FIELDS)
     python_side = pickle.dumps((session.records, session.memory.samples, session.last_events))
     return tensors + len(python_side)
 

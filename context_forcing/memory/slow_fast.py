@@ -122,7 +122,7 @@ class SlowFastMemory:
         if n == 0:
             return None
         slots, temporal, valid = self._padded(plans, n)
-        fields = self.store.gather(slots)
+        fields = self.store.gather(slots, ("keys", "values", "spatial"))  # what attention reads
         return model.prepare_context(fields["keys"], fields["values"], temporal, fields["spatial"], valid)
 
     def _padded(self, plans: list[ChunkPlan], n: int) -> tuple[Tensor, Tensor, Tensor]:

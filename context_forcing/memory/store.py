@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+LAYERED = ("keys", "values")  # stored per layer: (layers, B, slots, ...)
+FIELDS = (*LAYERED, "latents", "actions", "pose", "spatial", "summary")
+
 
 @dataclass(frozen=True)
 class StoreShape:
@@ -50,7 +53,7 @@ class SlotStore:
             tensor = torch.zeros(dims, device=self.device, dtype=self.dtype)
             old = getattr(self, name)
             if old is not None:
-                slot_axis = 2 if name in ("keys", "values") else 1
+                slot_axis = 2 if name in LAYERED else 1
                 tensor.narrow(slot_axis, 0, self.capacity).copy_(old)
             setattr(self, name, tensor)
         self.capacity = capacity
@@ -79,10 +82,11 @@ class SlotStore:
         self.keys[:, sample, slot] = keys.detach().to(dtype=self.dtype)
         self.values[:, sample, slot] = values.detach().to(dtype=self.dtype)
 
-    def gather(self, sample_slots: Tensor) -> dict[str, Tensor]:
-        """Fields at slots (B, n): keys/values (layers, B, n, Lf, H, hd), the rest (B, n, ...)."""
+    def gather(self, sample_slots: Tensor, names: tuple[str, ...] = FIELDS) -> dict[str, Tensor]:
+        """Fields `names` at slots (B, n): keys/values (layers, B, n, Lf, H, hd), the rest (B, n, ...)."""
         rows = torch.arange(self.batch, device=sample_slots.device)[:, None]
-        out = {name: getattr(self, name)[:, rows, sample_slots] for name in ("keys", "values")}
-        for name in ("latents", "actions", "pose", "spatial", "summary"):
-            out[name] = getattr(self, name)[rows, sample_slots]
+        out = {}
+        for name in names:
+            field = getattr(self, name)
+            out[name] = field[:, rows, sample_slots] if name in LAYERED else field[rows, sample_slots]
         return out
