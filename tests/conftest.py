@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from context_forcing.conditioning import Conditioning
+from context_forcing.model.attention import AttentionContext
 from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.model.rope import grid_positions
 from context_forcing.presets import tiny
 
 torch.set_num_threads(1)  # tests run in parallel workers; one thread each is fastest on 2 cores
@@ -47,3 +49,12 @@ def make_latents(run, batch: int, frames: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     v = run.video
     return torch.randn(batch, frames, run.model.in_channels, v.latent_height, v.latent_width, generator=g)
+
+
+def context_from_kv(model: CausalVideoDiT, kv, temporal: torch.Tensor, frames: int,
+                    batch: int) -> AttentionContext:
+    """The attention context of `frames` clean frames from a forward's per-layer K/V (tiny: 2x2 tokens)."""
+    keys = torch.stack([k for k, _ in kv]).unflatten(2, (frames, -1))
+    values = torch.stack([v for _, v in kv]).unflatten(2, (frames, -1))
+    spatial = grid_positions(2, 2).expand(batch, frames, -1, -1)
+    return model.prepare_context(keys, values, temporal, spatial)

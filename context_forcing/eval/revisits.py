@@ -42,10 +42,9 @@ def m1_sums(case: EvalCase, video: np.ndarray, mean_fill: np.ndarray | None = No
     bins = measured_bins(frames)
     groups = group_masks(labels.gap[t0:], labels.sink_covered[t0:], critical, labels.new[t0:], bins)
     last_visit = np.arange(t0, frames)[:, None] - labels.gap[t0:]  # (F - t0, W) frame; meaningful if critical
-    for lo, hi in bins:
-        in_bin = groups[f"{bin_name(lo, hi)}/all"]
-        groups[f"{bin_name(lo, hi)}/last_prefill"] = in_bin & (last_visit < t0)
-        groups[f"{bin_name(lo, hi)}/last_rollout"] = in_bin & (last_visit >= t0)
+    for name in (bin_name(lo, hi) for lo, hi in bins):
+        groups[f"{name}/last_prefill"] = groups[f"{name}/all"] & (last_visit < t0)
+        groups[f"{name}/last_rollout"] = groups[f"{name}/all"] & (last_visit >= t0)
     return RevisitSums.of_episode(groups, model, chance, count, reference)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import make_cond, make_latents
+from conftest import context_from_kv, make_cond, make_latents
 from context_forcing.model.dit import block_causal_mask
 from context_forcing.model.flops import attention_flops, forward_flops
 from context_forcing.model.rope import apply_rope, grid_positions, rope_rotation
@@ -50,13 +50,6 @@ def test_grid_positions_raster_order():
                                             dtype=torch.float32))
 
 
-def _context_from_kv(model, kv, temporal, frames, batch):
-    keys = torch.stack([k for k, _ in kv]).unflatten(2, (frames, -1))
-    values = torch.stack([v for _, v in kv]).unflatten(2, (frames, -1))
-    spatial = grid_positions(2, 2).expand(batch, frames, -1, -1)
-    return model.prepare_context(keys, values, temporal, spatial)
-
-
 def test_chunk_step_equals_block_causal_sequence_forward(run, model):
     b, f, c = 2, 9, 3
     cond = make_cond(run, b, f)
@@ -68,7 +61,7 @@ def test_chunk_step_equals_block_causal_sequence_forward(run, model):
     full = model(x, t, prompt, pos, cond, frame_mask=block_causal_mask(f, c)).velocity
     clean = model(x[:, :6], t[:, :6], prompt, pos[:, :6], cond.frames(slice(0, 6)),
                   frame_mask=block_causal_mask(6, c), return_kv=True)
-    context = _context_from_kv(model, clean.kv, pos[:, :6], 6, b)
+    context = context_from_kv(model, clean.kv, pos[:, :6], 6, b)
     step = model(x[:, 6:], t[:, 6:], prompt, pos[:, 6:], cond.frames(slice(6, 9)), context=context).velocity
     torch.testing.assert_close(step, full[:, 6:], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(clean.velocity, full[:, :6], rtol=1e-5, atol=1e-5)
@@ -120,7 +113,7 @@ def test_chunk_step_works_under_autograd(run, model):
     with torch.no_grad():
         clean = model(x[:, :3], torch.zeros(b, 3), prompt, pos[:, :3], cond.frames(slice(0, 3)),
                       return_kv=True)
-    context = _context_from_kv(model, clean.kv, pos[:, :3], 3, b)
+    context = context_from_kv(model, clean.kv, pos[:, :3], 3, b)
     prompt = model.encode_prompt(cond)
     out = model(x[:, 3:], torch.full((b, 3), 500.0), prompt, pos[:, 3:], cond.frames(slice(3, 6)),
                 context=context)
@@ -140,7 +133,7 @@ def test_analytic_flops_match_torch_counter_outside_attention(run, model):
     with torch.no_grad():
         clean = model(x[:, :ctx], torch.zeros(b, ctx), prompt, pos[:, :ctx], cond.frames(slice(0, ctx)),
                       return_kv=True)
-        context = _context_from_kv(model, clean.kv, pos[:, :ctx], ctx, b)
+        context = context_from_kv(model, clean.kv, pos[:, :ctx], ctx, b)
         with FlopCounterMode(display=False) as counter:
             model(x[:, ctx:], torch.ones(b, f), prompt, pos[:, ctx:], cond.frames(slice(ctx, None)),
                   context=context)

@@ -7,10 +7,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from conftest import make_cond, make_latents
+from conftest import context_from_kv, make_cond, make_latents
 from context_forcing.model.attention import rms_norm
 from context_forcing.model.dit import gelu_tanh
-from context_forcing.model.rope import grid_positions
 from context_forcing.rollout.chunk_step import ChunkInputs, commit_pass
 
 
@@ -22,9 +21,7 @@ def _chunk_setup(run, model, b=2, ctx=6, f=3):
     with torch.no_grad():
         kv = model(x[:, :ctx], torch.zeros(b, ctx), prompt, pos[:, :ctx], cond.frames(slice(0, ctx)),
                    return_kv=True).kv
-    keys = torch.stack([k for k, _ in kv]).unflatten(2, (ctx, -1))
-    values = torch.stack([v for _, v in kv]).unflatten(2, (ctx, -1))
-    context = model.prepare_context(keys, values, pos[:, :ctx], grid_positions(2, 2).expand(b, ctx, -1, -1))
+    context = context_from_kv(model, kv, pos[:, :ctx], ctx, b)
     return prompt, x[:, ctx:], pos[:, ctx:], cond.frames(slice(ctx, None)), context
 
 
