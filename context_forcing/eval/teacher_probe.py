@@ -30,7 +30,7 @@ from context_forcing.conditioning import Conditioning
 from context_forcing.config import ConfigError, RunConfig
 from context_forcing.data.episodes import episode_conditioning
 from context_forcing.data.panworld import PanWorldConfig, render_episode, sample_episode
-from context_forcing.diffusion.samplers import euler_sample, guided
+from context_forcing.diffusion.samplers import euler_sample
 from context_forcing.diffusion.schedule import add_noise, teacher_sigmas, timesteps_of
 from context_forcing.eval.metrics import sharpness
 from context_forcing.memory.context_sampler import SLOW_EVERY
@@ -134,12 +134,7 @@ def build_probe_set(run: RunConfig, episodes: int = 16, history: int = 90, seed:
 def _velocity(model: CausalVideoDiT, inputs: TeacherInputs, x: Tensor, sigma: Tensor, guidance: float | None
               ) -> Tensor:
     """Target velocity at noise level sigma (B, T); CFG when guidance is given."""
-    t = inputs.timesteps(timesteps_of(sigma, 1000))
-    seq = inputs.with_target(x)
-    forward = lambda cond: model(seq, t, model.encode_prompt(cond), inputs.temporal, inputs.cond,  # noqa: E731
-                                 frame_mask=inputs.frame_mask).velocity[:, inputs.num_context:]
-    v = forward(inputs.cond)
-    return v if guidance is None else guided(v, forward(inputs.cond.null_prompt()), guidance)
+    return inputs.target_velocity(model, x, timesteps_of(sigma, 1000), guidance)
 
 
 def _px_error(a: Tensor, b: Tensor) -> float:

@@ -14,8 +14,10 @@ import torch
 from torch import Tensor
 
 from context_forcing.conditioning import Conditioning, concat_frames
+from context_forcing.diffusion.samplers import guided
 from context_forcing.memory.plan import ChunkPlan
 from context_forcing.memory.slow_fast import SlowFastMemory
+from context_forcing.model.dit import CausalVideoDiT
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,20 @@ class TeacherInputs:
     def with_target(self, target: Tensor) -> Tensor:
         """The sequence latents with the target part replaced (e.g. by its noised version)."""
         return torch.cat([self.latents[:, :self.num_context], target], dim=1)
+
+    def target_velocity(self, model: CausalVideoDiT, target: Tensor, target_timesteps: Tensor,
+                        guidance: float | None = None) -> Tensor:
+        """`model`'s velocity of the target frames over [context | target] (B, T, C, H, W), at the given
+        (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given."""
+        seq, timesteps = self.with_target(target), self.timesteps(target_timesteps)
+
+        def forward(cond: Conditioning) -> Tensor:
+            out = model(seq, timesteps, model.encode_prompt(cond), self.temporal, cond,
+                        frame_mask=self.frame_mask).velocity
+            return out[:, self.num_context:]
+
+        v = forward(self.cond)
+        return v if guidance is None else guided(v, forward(self.cond.null_prompt()), guidance)
 
 
 def teacher_inputs(context_latents: Tensor, context_valid: Tensor, context_cond: Conditioning,

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from context_forcing.config import RunConfig
-from context_forcing.diffusion.samplers import guided
 from context_forcing.diffusion.schedule import add_noise, x0_from_velocity
 from context_forcing.distill.dmd import dmd_gradient, dmd_loss, dmd_timesteps, flow_matching_loss
 from context_forcing.memory.layout import MemoryLayout
@@ -94,14 +93,6 @@ class DmdStage(BaseStage):
         context = rollout.context if self.train.dmd.teacher_context == "memory" else None
         return rollout, context_teacher_inputs(context, x.detach(), target_cond)
 
-    def _velocity(self, model: CausalVideoDiT, inputs: TeacherInputs, x_t: Tensor, t: Tensor,
-                  null_prompt: bool = False) -> Tensor:
-        """Velocity of the target frames from a teacher-style forward over [context | noisy target]."""
-        cond = inputs.cond.null_prompt() if null_prompt else inputs.cond
-        out = model(inputs.with_target(x_t), inputs.timesteps(t), model.encode_prompt(cond), inputs.temporal,
-                    cond, frame_mask=inputs.frame_mask).velocity
-        return out[:, inputs.num_context:]
-
     def _noised(self, x: Tensor, random: StepRandom) -> tuple[Tensor, Tensor, Tensor]:
         """(x_t, noise, t (B,)) at DMD timesteps, one t per sample for all its target frames."""
         dmd = self.train.dmd
@@ -121,7 +112,7 @@ class DmdStage(BaseStage):
                 rollout, inputs = self._rollout(step, grad=False, random=random)
             x = rollout.latents[:, -inputs.num_target:]
             x_t, noise, t = self._noised(x, random)
-            return flow_matching_loss(self._velocity(self.critic, inputs, x_t, t), x, noise)
+            return flow_matching_loss(inputs.target_velocity(self.critic, x_t, t), x, noise)
 
         loss, _ = accumulate_step(self.opt_critic, micro_loss, self.train.accumulation,
                                   self.train.critic.clip)
@@ -139,10 +130,8 @@ class DmdStage(BaseStage):
             x_t, _, t = self._noised(x.detach(), random)
             sigma = (t / self.run.sampler.num_train_timesteps)[:, None]
             with torch.no_grad():
-                v_real = guided(self._velocity(self.teacher, inputs, x_t, t),
-                                self._velocity(self.teacher, inputs, x_t, t, null_prompt=True),
-                                self.train.dmd.guidance)
-                v_fake = self._velocity(self.critic, inputs, x_t, t)
+                v_real = inputs.target_velocity(self.teacher, x_t, t, self.train.dmd.guidance)
+                v_fake = inputs.target_velocity(self.critic, x_t, t)
             grad = dmd_gradient(x.detach(), x0_from_velocity(x_t, v_real, sigma),
                                 x0_from_velocity(x_t, v_fake, sigma), mask)
             grad_shares.append(float(mask.float().mean()))

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from context_forcing.conditioning import Conditioning
 from context_forcing.config import RunConfig
-from context_forcing.diffusion.samplers import euler_sample, guided
+from context_forcing.diffusion.samplers import euler_sample
 from context_forcing.diffusion.schedule import student_sigmas, timesteps_of, x0_from_velocity
 from context_forcing.memory.layout import MemoryLayout
 from context_forcing.model.dit import CausalVideoDiT
@@ -68,15 +68,8 @@ def teacher_trajectory(teacher: CausalVideoDiT, inputs: TeacherInputs, noise: Te
                        keep: Tensor, guidance: float,
                        num_train_timesteps: int) -> tuple[list[Tensor], Tensor]:
     """Euler with CFG along `grid`; returns the states at the grid levels in `keep` and the end point x0."""
-    prompt_c = teacher.encode_prompt(inputs.cond)
-    prompt_u = teacher.encode_prompt(inputs.cond.null_prompt())
-
     def velocity(x: Tensor, sigma: Tensor) -> Tensor:  # x (B, T, C, H, W) target, sigma (B, T)
-        t = inputs.timesteps(timesteps_of(sigma, num_train_timesteps))
-        seq = inputs.with_target(x)
-        v_c = teacher(seq, t, prompt_c, inputs.temporal, inputs.cond, frame_mask=inputs.frame_mask).velocity
-        v_u = teacher(seq, t, prompt_u, inputs.temporal, inputs.cond, frame_mask=inputs.frame_mask).velocity
-        return guided(v_c, v_u, guidance)[:, inputs.num_context:]
+        return inputs.target_velocity(teacher, x, timesteps_of(sigma, num_train_timesteps), guidance)
 
     kept: list[Tensor] = []
     x0 = euler_sample(velocity, noise, grid, trajectory=kept, record=keep)
