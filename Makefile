@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test browser screenshot bench-serve test-slow lint bench soak bench-train profile train-panworld train-panworld-all eval-panworld-all results-panworld ship-panworld clean
+.PHONY: setup demo test browser screenshot bench-serve test-slow lint bench soak bench-train profile train-panworld train-panworld-all train-panworld-8tok eval-panworld-all eval-panworld-8tok results-panworld ship-panworld clean
 
 setup: $(STAMP)
 
@@ -72,13 +72,44 @@ profile: setup
 
 # The recipe of the shipped PanWorld models (docs/TRAINING.md, "The PanWorld recipe"), chained; each command
 # resumes from its run directory, so the target can be re-run after an interruption (or in a new session).
-# Teacher: 1000 updates at the sampler's timestep shift (5), then 4000 more from those weights at shift 2 with
-# ERFT from update 250; ODE init distils its update-1000 weights, Stage 1 its update-3000 weights and Stage 2
-# the final ones (the shipped teacher); the students stream with uniform admission (one slow frame per 4 chunks).
+# 16 tokens per frame (16x4 strips: `--model patch=1,16,4`); teacher: 5000 updates at timestep shift 2 with ERFT
+# from update 250; ODE init, Stage 1 and Stage 2 all distil its update-5000 weights (the shipped teacher); the
+# student streams with uniform admission (one slow frame per 4 chunks).
 RUNS ?= $(HOME)/runs/pw
 TRAIN := $(BIN)/context-forcing train
 STUDENT_MEMORY := sink3-slow12-fast6:uniform4
+PATCH16 := --model patch=1,16,4 --set probe_every=50
+TEACHER16 := $(RUNS)/teacher16/checkpoints/step-005000
 train-panworld: setup
+	$(TRAIN) teacher --preset panworld --run-dir $(RUNS)/teacher16 --model patch=1,16,4 --steps 5000 \
+		--set timestep_shift=2 --set erft.warmup_steps=250
+	$(TRAIN) ode-init --preset panworld --run-dir $(RUNS)/ode-init16b --teacher $(TEACHER16) \
+		--memory $(STUDENT_MEMORY) --steps 250 $(PATCH16)
+	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/stage1-16b --teacher $(TEACHER16) --init $(RUNS)/ode-init16b \
+		--memory $(STUDENT_MEMORY) --steps 300 $(PATCH16)
+	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-16b --teacher $(TEACHER16) --init $(RUNS)/stage1-16b \
+		--memory $(STUDENT_MEMORY) --steps 150 $(PATCH16)
+
+# The comparison of docs/RESULTS.md (issue 8): the Context Forcing chain above, then the baselines at the same
+# student updates (ODE init 250 + DMD 450), sharing the teacher and the ODE init. Each member resumes.
+# - Self-Forcing-style: Stage 1 (21-frame windows) for all 450 DMD updates with a plain rolling window and absolute
+#   positions (window-21:absolute).
+# - LongLive-style: the Self-Forcing-style run's update 300, then 150 Stage 2 updates of long rollouts with a frame
+#   sink and a rolling window (sink3-window18), the short-window teacher seeing the target window only.
+# - Infinity-RoPE-style: the Self-Forcing-style weights run training-free with sink3-window18:bounded (eval only).
+train-panworld-all: train-panworld
+	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style16c --teacher $(TEACHER16) --init $(RUNS)/ode-init16b \
+		--memory window-21:absolute --steps 300 $(PATCH16)
+	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/longlive-style16c --teacher $(TEACHER16) \
+		--init $(RUNS)/sf-style16c --memory sink3-window18 --steps 150 $(PATCH16) --set dmd.teacher_context=none
+	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style16c-b --teacher $(TEACHER16) --init $(RUNS)/sf-style16c \
+		--memory window-21:absolute --steps 150 $(PATCH16)
+
+# The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
+# updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,
+# Stage 1 its update-3000 and Stage 2 its update-4000 weights; then the same baselines, the trained admission
+# ablation (Stage 2 with similarity admission) and LongLive-style from an ODE init of its own memory.
+train-panworld-8tok: setup
 	$(TRAIN) teacher --preset panworld --run-dir $(RUNS)/teacher --steps 1000
 	$(TRAIN) teacher --preset panworld --run-dir $(RUNS)/teacher-b --init $(RUNS)/teacher/checkpoints/step-001000 \
 		--steps 4000 --set timestep_shift=2 --set erft.warmup_steps=250
@@ -88,17 +119,6 @@ train-panworld: setup
 		--init $(RUNS)/ode-init --memory $(STUDENT_MEMORY) --steps 300 --set probe_every=50
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2 --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
 		--init $(RUNS)/stage1 --memory $(STUDENT_MEMORY) --steps 150 --set probe_every=50 --threads 2
-
-# The comparison of docs/RESULTS.md (issue 8): the Context Forcing chain above, then the baselines and the trained
-# ablation at the same student updates (ODE init 250 + DMD 450), sharing the teacher, the ODE init and (for the
-# Stage 2 variants) a Stage 1. Each member resumes from its run directory.
-# - Self-Forcing-style: Stage 1 (21-frame windows) for all 450 DMD updates with a plain rolling window and absolute
-#   positions (window-21:absolute); the teacher switches at update 300 as in the Context Forcing chain.
-# - LongLive-style: the Self-Forcing-style run's update 300, then 150 Stage 2 updates of long rollouts with a frame
-#   sink and a rolling window (sink3-window18), the short-window teacher seeing the target window only.
-# - Infinity-RoPE-style: the Self-Forcing-style weights run training-free with sink3-window18:bounded (eval only).
-# - Admission ablation: the Context Forcing Stage 1, then 150 Stage 2 updates with similarity admission.
-train-panworld-all: train-panworld
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style --teacher $(RUNS)/teacher-b/checkpoints/step-003000 \
 		--init $(RUNS)/ode-init --memory window-21:absolute --steps 300 --set probe_every=50
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style-b --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
@@ -107,7 +127,6 @@ train-panworld-all: train-panworld
 		--init $(RUNS)/sf-style --memory sink3-window18 --steps 150 --set probe_every=50 --set dmd.teacher_context=none
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-similarity --teacher $(RUNS)/teacher-b/checkpoints/step-004000 \
 		--init $(RUNS)/stage1 --memory sink3-slow12-fast6 --steps 150 --set probe_every=50
-	# LongLive-style again from an ODE init of its own memory (the shared one is Slow-Fast-Memory shaped)
 	$(TRAIN) ode-init --preset panworld --run-dir $(RUNS)/ode-init-window --teacher $(RUNS)/teacher-b/checkpoints/step-001000 \
 		--memory sink3-window18 --steps 250
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/ll-stage1 --teacher $(RUNS)/teacher-b/checkpoints/step-003000 \
@@ -124,41 +143,62 @@ COMPARED := student:$(SHIPPED)/student: \
 	self-forcing-style:$(SHIPPED)/self-forcing-style: \
 	longlive-style:$(SHIPPED)/longlive-style: \
 	infinity-rope-style:$(SHIPPED)/self-forcing-style:sink3-window18 \
+	stage1:$(RUNS)/stage1-16b: \
+	ode-init16b:$(RUNS)/ode-init16b: \
+	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
+	student_sink3-window18:$(SHIPPED)/student:sink3-window18
+# the first line's models are no longer shipped: their run directories (make train-panworld-8tok)
+COMPARED_8TOK := student:$(RUNS)/stage2: \
+	self-forcing-style:$(RUNS)/sf-style-b: \
+	longlive-style:$(RUNS)/longlive-style: \
+	infinity-rope-style:$(RUNS)/sf-style-b:sink3-window18 \
 	stage1:$(RUNS)/stage1: \
 	stage2-similarity:$(RUNS)/stage2-similarity: \
 	longlive-style-fair:$(RUNS)/longlive-style-fair: \
-	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
-	student_sink3-window18:$(SHIPPED)/student:sink3-window18
-eval-panworld-all: setup
-	@for entry in $(COMPARED); do \
+	student_similarity0.95:$(RUNS)/stage2:sink3-slow12-fast6:similarity0.95 \
+	student_sink3-window18:$(RUNS)/stage2:sink3-window18
+# $(call evaluate,ENTRIES,REPORT_DIR): 16 episodes of 64 s and 8 of 128 s per entry, reports kept if present
+define evaluate
+	@for entry in $(1); do \
 		name=$${entry%%:*}; rest=$${entry#*:}; model=$${rest%%:*}; memory=$${rest#*:}; \
 		flag=$${memory:+--memory $$memory}; \
-		test -f $(RESULTS)/$${name}_64s.json || $(EVAL) --model $$model $$flag --episodes 16 --seconds 64 \
-			--report $(RESULTS)/$${name}_64s.json || exit 1; \
-		test -f $(RESULTS)/$${name}_128s.json || $(EVAL) --model $$model $$flag --episodes 8 --seconds 128 \
-			--report $(RESULTS)/$${name}_128s.json || exit 1; \
+		test -f $(2)/$${name}_64s.json || $(EVAL) --model $$model $$flag --episodes 16 --seconds 64 \
+			--report $(2)/$${name}_64s.json || exit 1; \
+		test -f $(2)/$${name}_128s.json || $(EVAL) --model $$model $$flag --episodes 8 --seconds 128 \
+			--report $(2)/$${name}_128s.json || exit 1; \
 	done
+endef
+eval-panworld-all: setup
+	$(call evaluate,$(COMPARED),$(RESULTS))
+eval-panworld-8tok: setup
+	$(call evaluate,$(COMPARED_8TOK),$(RESULTS)/8tok)
 
 # docs/RESULTS.md's comparison and ablation tables and revisit plots, from the committed reports (no model runs).
 TABLE := $(BIN)/context-forcing table
 REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast6 oracle_sink3-window18 \
 	oracle_window-21 chance
 BASELINES := self-forcing-style infinity-rope-style longlive-style student
-ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
+ABLATIONS := student student_similarity0.95 student_sink3-window18 stage1 ode-init16b
+ABLATIONS_8TOK := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
 results-panworld: setup
 	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/%_64s.json) \
 		--out $(RESULTS)/comparison_64s.md --plot docs/images/comparison_revisits_64s.png
 	$(TABLE) $(REFS:%=docs/results/128s/%.json) $(BASELINES:%=$(RESULTS)/%_128s.json) \
 		--out $(RESULTS)/comparison_128s.md --plot docs/images/comparison_revisits_128s.png
 	$(TABLE) $(ABLATIONS:%=$(RESULTS)/%_64s.json) --out $(RESULTS)/ablations_64s.md
+	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/8tok/%_64s.json) \
+		--out $(RESULTS)/8tok/comparison_64s.md --plot docs/images/8tok/comparison_revisits_64s.png
+	$(TABLE) $(REFS:%=docs/results/128s/%.json) $(BASELINES:%=$(RESULTS)/8tok/%_128s.json) \
+		--out $(RESULTS)/8tok/comparison_128s.md --plot docs/images/8tok/comparison_revisits_128s.png
+	$(TABLE) $(ABLATIONS_8TOK:%=$(RESULTS)/8tok/%_64s.json) --out $(RESULTS)/8tok/ablations_64s.md
 
 # Copy the trained models into the package (float16 storage) for shipping; the model cards are kept.
 ship-panworld: setup
 	$(BIN)/python -c "from context_forcing.model.shipped import export_checkpoint as e; \
-		e('$(RUNS)/teacher-b/checkpoints/step-004000', 'context_forcing/checkpoints/panworld/teacher'); \
-		e('$(RUNS)/stage2', 'context_forcing/checkpoints/panworld/student'); \
-		e('$(RUNS)/sf-style-b', 'context_forcing/checkpoints/panworld/self-forcing-style'); \
-		e('$(RUNS)/longlive-style', 'context_forcing/checkpoints/panworld/longlive-style')"
+		e('$(TEACHER16)', 'context_forcing/checkpoints/panworld/teacher'); \
+		e('$(RUNS)/stage2-16b', 'context_forcing/checkpoints/panworld/student'); \
+		e('$(RUNS)/sf-style16c-b', 'context_forcing/checkpoints/panworld/self-forcing-style'); \
+		e('$(RUNS)/longlive-style16c', 'context_forcing/checkpoints/panworld/longlive-style')"
 
 clean:
 	rm -rf $(VENV) demo

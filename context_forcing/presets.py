@@ -37,7 +37,8 @@ def panworld() -> RunConfig:
     carry each token's world column, so the copy is attention at relative position 0 (benchmarks.md,
     Learnability). Width 384 = the 3 x 32 x 4 numbers of a token (a narrower model cannot see part of its
     input and noise); the head predicts x0 with EDM preconditioning
-    (docs/TRAINING.md: the measurements behind both choices).
+    (docs/TRAINING.md: the measurements behind both choices). The shipped checkpoints use 16 tokens per frame
+    of 16 x 4 pixels (`--model patch=1,16,4`, recorded in their config.json).
     """
     base = tiny()
     return replace(
