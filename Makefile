@@ -97,6 +97,7 @@ train-panworld: setup
 # - LongLive-style: the Self-Forcing-style run's update 300, then 150 Stage 2 updates of long rollouts with a frame
 #   sink and a rolling window (sink3-window18), the short-window teacher seeing the target window only.
 # - Infinity-RoPE-style: the Self-Forcing-style weights run training-free with sink3-window18:bounded (eval only).
+# - Admission ablation: the Context Forcing Stage 1, then 150 Stage 2 updates with similarity admission.
 train-panworld-all: train-panworld
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style16c --teacher $(TEACHER16) --init $(RUNS)/ode-init16b \
 		--memory window-21:absolute --steps 300 $(PATCH16)
@@ -104,6 +105,8 @@ train-panworld-all: train-panworld
 		--init $(RUNS)/sf-style16c --memory sink3-window18 --steps 150 $(PATCH16) --set dmd.teacher_context=none
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style16c-b --teacher $(TEACHER16) --init $(RUNS)/sf-style16c \
 		--memory window-21:absolute --steps 150 $(PATCH16)
+	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-similarity16b --teacher $(TEACHER16) \
+		--init $(RUNS)/stage1-16b --memory sink3-slow12-fast6 --steps 150 $(PATCH16)
 
 # The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
 # updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,
@@ -145,6 +148,7 @@ COMPARED := student:$(SHIPPED)/student: \
 	infinity-rope-style:$(SHIPPED)/self-forcing-style:sink3-window18 \
 	stage1:$(RUNS)/stage1-16b: \
 	ode-init16b:$(RUNS)/ode-init16b: \
+	stage2-similarity:$(RUNS)/stage2-similarity16b: \
 	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
 	student_sink3-window18:$(SHIPPED)/student:sink3-window18
 # the first line's models are no longer shipped: their run directories (make train-panworld-8tok)
@@ -178,7 +182,7 @@ TABLE := $(BIN)/context-forcing table
 REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast6 oracle_sink3-window18 \
 	oracle_window-21 chance
 BASELINES := self-forcing-style infinity-rope-style longlive-style student
-ABLATIONS := student student_similarity0.95 student_sink3-window18 stage1 ode-init16b
+ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1 ode-init16b
 ABLATIONS_8TOK := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
 results-panworld: setup
 	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/%_64s.json) \
