@@ -78,17 +78,18 @@ profile: setup
 RUNS ?= $(HOME)/runs/pw
 TRAIN := $(BIN)/context-forcing train
 STUDENT_MEMORY := sink3-slow12-fast6:uniform4
-PATCH16 := --model patch=1,16,4 --set probe_every=50
+PATCH16 := --model patch=1,16,4
+PROBE := --set probe_every=50
 TEACHER16 := $(RUNS)/teacher16/checkpoints/step-005000
 train-panworld: setup
-	$(TRAIN) teacher --preset panworld --run-dir $(RUNS)/teacher16 --model patch=1,16,4 --steps 5000 \
+	$(TRAIN) teacher --preset panworld --run-dir $(RUNS)/teacher16 $(PATCH16) --steps 5000 \
 		--set timestep_shift=2 --set erft.warmup_steps=250
 	$(TRAIN) ode-init --preset panworld --run-dir $(RUNS)/ode-init16b --teacher $(TEACHER16) \
-		--memory $(STUDENT_MEMORY) --steps 250 $(PATCH16)
+		--memory $(STUDENT_MEMORY) --steps 250 $(PATCH16) $(PROBE)
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/stage1-16b --teacher $(TEACHER16) --init $(RUNS)/ode-init16b \
-		--memory $(STUDENT_MEMORY) --steps 300 $(PATCH16)
+		--memory $(STUDENT_MEMORY) --steps 300 $(PATCH16) $(PROBE)
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-16b --teacher $(TEACHER16) --init $(RUNS)/stage1-16b \
-		--memory $(STUDENT_MEMORY) --steps 150 $(PATCH16)
+		--memory $(STUDENT_MEMORY) --steps 150 $(PATCH16) $(PROBE)
 
 # The comparison of docs/RESULTS.md (issue 8): the Context Forcing chain above, then the baselines at the same
 # student updates (ODE init 250 + DMD 450), sharing the teacher and the ODE init. Each member resumes.
@@ -100,13 +101,13 @@ train-panworld: setup
 # - Admission ablation: the Context Forcing Stage 1, then 150 Stage 2 updates with similarity admission.
 train-panworld-all: train-panworld
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style16c --teacher $(TEACHER16) --init $(RUNS)/ode-init16b \
-		--memory window-21:absolute --steps 300 $(PATCH16)
+		--memory window-21:absolute --steps 300 $(PATCH16) $(PROBE)
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/longlive-style16c --teacher $(TEACHER16) \
-		--init $(RUNS)/sf-style16c --memory sink3-window18 --steps 150 $(PATCH16) --set dmd.teacher_context=none
+		--init $(RUNS)/sf-style16c --memory sink3-window18 --steps 150 $(PATCH16) $(PROBE) --set dmd.teacher_context=none
 	$(TRAIN) stage1 --preset panworld --run-dir $(RUNS)/sf-style16c-b --teacher $(TEACHER16) --init $(RUNS)/sf-style16c \
-		--memory window-21:absolute --steps 150 $(PATCH16)
+		--memory window-21:absolute --steps 150 $(PATCH16) $(PROBE)
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-similarity16b --teacher $(TEACHER16) \
-		--init $(RUNS)/stage1-16b --memory sink3-slow12-fast6 --steps 150 $(PATCH16)
+		--init $(RUNS)/stage1-16b --memory sink3-slow12-fast6 --steps 150 $(PATCH16) $(PROBE)
 
 # The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
 # updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,

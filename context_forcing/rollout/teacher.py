@@ -17,7 +17,7 @@ from context_forcing.conditioning import Conditioning, concat_frames
 from context_forcing.diffusion.samplers import guided
 from context_forcing.memory.plan import ChunkPlan
 from context_forcing.memory.slow_fast import SlowFastMemory
-from context_forcing.model.dit import CausalVideoDiT
+from context_forcing.model.dit import CausalVideoDiT, PromptContext
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,25 @@ class TeacherInputs:
         """The sequence latents with the target part replaced (e.g. by its noised version)."""
         return torch.cat([self.latents[:, :self.num_context], target], dim=1)
 
+    def prompts(self, model: CausalVideoDiT) -> tuple[PromptContext, PromptContext]:
+        """`model`'s encoded prompt and null prompt (for `target_velocity` calls that share them)."""
+        return model.encode_prompt(self.cond), model.encode_prompt(self.cond.null_prompt())
+
     def target_velocity(self, model: CausalVideoDiT, target: Tensor, target_timesteps: Tensor,
-                        guidance: float | None = None) -> Tensor:
+                        guidance: float | None = None,
+                        prompts: tuple[PromptContext, PromptContext] | None = None) -> Tensor:
         """`model`'s velocity of the target frames over [context | target] (B, T, C, H, W), at the given
-        (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given."""
+        (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given.
+        `prompts`: `self.prompts(model)` computed once by a caller that integrates over many calls."""
         seq, timesteps = self.with_target(target), self.timesteps(target_timesteps)
 
-        def forward(cond: Conditioning) -> Tensor:
-            out = model(seq, timesteps, model.encode_prompt(cond), self.temporal, cond,
-                        frame_mask=self.frame_mask).velocity
+        def forward(cond: Conditioning, index: int) -> Tensor:
+            prompt = prompts[index] if prompts is not None else model.encode_prompt(cond)
+            out = model(seq, timesteps, prompt, self.temporal, cond, frame_mask=self.frame_mask).velocity
             return out[:, self.num_context:]
 
-        v = forward(self.cond)
-        return v if guidance is None else guided(v, forward(self.cond.null_prompt()), guidance)
+        v = forward(self.cond, 0)
+        return v if guidance is None else guided(v, forward(self.cond.null_prompt(), 1), guidance)
 
 
 def teacher_inputs(context_latents: Tensor, context_valid: Tensor, context_cond: Conditioning,

@@ -3,6 +3,8 @@ padding frame: a target blind to its context (or reading padding) must fail here
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from conftest import make_cond, make_latents
@@ -15,11 +17,8 @@ def _target_velocity(model, latents, valid, cond) -> torch.Tensor:
     """Velocity of the target frames of [context | target] at target timestep 600."""
     inputs = teacher_inputs(latents[:, :N], valid, cond.frames(slice(0, N)), latents[:, N:],
                             cond.frames(slice(N, None)))
-    t = inputs.timesteps(torch.tensor([600.0, 600.0]))
     with torch.no_grad():
-        out = model(inputs.latents, t, model.encode_prompt(cond), inputs.temporal, inputs.cond,
-                    frame_mask=inputs.frame_mask).velocity
-    return out[:, N:]
+        return inputs.target_velocity(model, latents[:, N:], torch.tensor([600.0, 600.0]))
 
 
 def test_each_context_frame_reaches_the_target_and_padding_does_not(run, model):
@@ -42,3 +41,19 @@ def test_each_context_frame_reaches_the_target_and_padding_does_not(run, model):
     padded = latents.clone()
     padded[1, 4:N] = 10 * torch.randn_like(padded[1, 4:N])  # padding frames: whatever they hold, unseen
     torch.testing.assert_close(_target_velocity(model, padded, valid, cond), base, rtol=0, atol=1e-6)
+
+
+def test_target_velocity_guides_with_the_null_prompt_and_reuses_given_prompts(run, model):
+    cond = make_cond(run, 2, N + T)
+    latents = make_latents(run, 2, N + T)
+    inputs = teacher_inputs(latents[:, :N], torch.ones(2, N, dtype=torch.bool), cond.frames(slice(0, N)),
+                            latents[:, N:], cond.frames(slice(N, None)))
+    t = torch.tensor([300.0, 700.0])
+    with torch.no_grad():
+        v_c = inputs.target_velocity(model, latents[:, N:], t)
+        v_u = replace(inputs, cond=inputs.cond.null_prompt()).target_velocity(model, latents[:, N:], t)
+        guided = inputs.target_velocity(model, latents[:, N:], t, guidance=4.0)
+        reused = inputs.target_velocity(model, latents[:, N:], t, 4.0, inputs.prompts(model))
+    assert (v_c - v_u).abs().max() > 1e-3  # the prompt matters, so a guidance that ignored it would fail
+    torch.testing.assert_close(guided, v_u + 4.0 * (v_c - v_u), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reused, guided, rtol=0, atol=0)
