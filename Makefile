@@ -68,7 +68,7 @@ bench-train: setup
 # Where a chunk step's and a training update's time goes (issue 12): GEMM / attention / overhead shares, top ops
 # and Python functions, one JSON document (docs/BENCHMARKS.md, "Profile"). Threads: the machine's core count.
 profile: setup
-	$(BIN)/python benchmarks/profile.py
+	$(BIN)/python benchmarks/breakdown.py
 
 # The recipe of the shipped PanWorld models (docs/TRAINING.md, "The PanWorld recipe"), chained; each command
 # resumes from its run directory, so the target can be re-run after an interruption (or in a new session).

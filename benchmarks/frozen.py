@@ -1,4 +1,4 @@
-"""Issue 12's frozen chunk-step benchmark config and the op-share analysis, shared by benchmarks/profile.py
+"""Issue 12's frozen chunk-step benchmark config and the op-share analysis, shared by benchmarks/breakdown.py
 and benchmarks/streaming.py (imported as a sibling module: both scripts run with benchmarks/ as sys.path[0]).
 
 The frozen config is built here explicitly so it does not follow preset changes: width 256, 4 heads, 4 layers,
@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from context_forcing.config import MemoryConfig, ModelConfig, RunConfig, TextConfig, VideoConfig
 from context_forcing.data.episodes import episode_conditioning, panworld_episodes
@@ -81,6 +82,44 @@ def fill_memory(session: StreamingSession, extra: int = 3) -> int:
     for _ in range(extra):  # a few chunks at full memory before timing
         session.generate_chunk()
     return chunks + extra
+
+
+class _KernelRecorder(TorchDispatchMode):
+    """Records every GEMM and attention op dispatched (the op and its very arguments) while running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, tuple, dict]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
+        kwargs = kwargs or {}
+        name = func.name()
+        if name in GEMM or is_attention(name):
+            self.calls.append((func, args, kwargs))
+        return func(*args, **kwargs)
+
+
+def kernel_floor(fn: Callable[[], None], repeats: int = 5) -> dict:
+    """The GEMM and attention kernels of one `fn()` call replayed back to back on the same tensors (the
+    model's own weights, the call's own activations), nothing between them: best of `repeats` replays, in
+    seconds of wall and of process CPU time. What a run of these shapes would cost with no overhead at all (an
+    upper bound of it: each replayed op still passes Python and the dispatcher once)."""
+    recorder = _KernelRecorder()
+    with recorder:
+        fn()
+    calls = recorder.calls
+
+    def replay() -> None:
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)
+
+    replay()  # warm-up
+    wall = cpu = float("inf")
+    for _ in range(repeats):
+        tic, cpu_tic = time.perf_counter(), time.process_time()
+        replay()
+        wall, cpu = min(wall, time.perf_counter() - tic), min(cpu, time.process_time() - cpu_tic)
+    return {"seconds": wall, "cpu_seconds": cpu, "kernels": len(calls)}
 
 
 def torch_profiled(fn: Callable[[], None]) -> tuple[torch.profiler.profile, float]:

@@ -12,8 +12,11 @@ frames): chunk ms (median), latent frames / s (all samples), analytic FLOPs per 
 denoising passes + the commit pass), achieved GFLOP/s and the fraction of the fp32 matmul peak measured in
 this run. The 8-token runs stream `--seconds` of video (chunk_time_ratio_end_start: the last 10 chunks over
 the first 10 after fill) and then profile `--profile-chunks` chunks with torch.profiler for the overhead
-share (time outside GEMM and attention kernels; benchmarks/profile.py has the definitions). The 16-token
-runs time `--chunks` chunks after fill. All ratios come from this one run. With `--threads 1`, also by
+share (time outside GEMM and attention kernels; benchmarks/breakdown.py has the definitions). The 16-token
+runs time `--chunks` chunks after fill. Every run then replays one more chunk's GEMM and attention kernels
+back to back on the same tensors (frozen.kernel_floor): `kernel_floor_ms`, the `peak_fraction_ceiling` those
+shapes allow on this host with no overhead at all, and `overhead_share_plain` = 1 - floor / chunk ms (the
+overhead without a profiler's own cost). All ratios come from this one run. With `--threads 1`, also by
 process CPU time (`*_cpu`: FLOPs over the CPU seconds of the chunks after fill, against a CPU-time matmul
 peak): the estimate of an undisturbed core when other jobs share the machine.
 """
@@ -29,7 +32,16 @@ import time
 from typing import Callable
 
 import torch
-from frozen import LAYOUT, fill_memory, frozen_model, frozen_run, frozen_session, op_breakdown, torch_profiled
+from frozen import (
+    LAYOUT,
+    fill_memory,
+    frozen_model,
+    frozen_run,
+    frozen_session,
+    kernel_floor,
+    op_breakdown,
+    torch_profiled,
+)
 
 from context_forcing.rollout.report import chunk_timings, session_report
 from context_forcing.rollout.session import StreamingSession
@@ -58,7 +70,7 @@ def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float
     run = frozen_run(tokens)
     model = frozen_model(run).to(dtype)
     chunks = -(-frames // run.chunk)
-    session = frozen_session(model, run, batch, run.chunk * (max(chunks, 60) + 2 * profile_chunks))
+    session = frozen_session(model, run, batch, run.chunk * (max(chunks, 60) + 2 * profile_chunks + 1))
     tic = time.perf_counter()
     filled = fill_memory(session, extra=0)
     if filled >= chunks:
@@ -92,10 +104,25 @@ def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float
         out["peak_fraction_cpu"] = round(out["achieved_gflops_cpu"] / peak_cpu, 3)
     after_fill, last = chunk_timings(session.records)
     out["chunk_time_ratio_end_start"] = round(last / after_fill, 3)
+    out.update(floor_figures(session, out, peak, peak_cpu))
     if profile_chunks:
         out.update(profile_overhead(session, profile_chunks))
     print(f"tokens {tokens} batch {batch}: {out}", file=sys.stderr)
     return out
+
+
+def floor_figures(session: StreamingSession, out: dict, peak: float, peak_cpu: float | None) -> dict:
+    """The next chunk's GEMM and attention kernels alone (frozen.kernel_floor): their time, the peak fraction
+    a chunk would reach with no overhead at all (the ceiling the config's shapes allow on this host), and the
+    overhead share measured without a profiler (1 - kernel floor / plain chunk time)."""
+    floor = kernel_floor(session.generate_chunk)
+    figures = {"kernel_floor_ms": round(1e3 * floor["seconds"], 2), "kernels_per_chunk": floor["kernels"],
+               "peak_fraction_ceiling": round(out["flops_per_chunk"] / floor["seconds"] / 1e9 / peak, 3),
+               "overhead_share_plain": round(1 - 1e3 * floor["seconds"] / out["chunk_ms"], 3)}
+    if peak_cpu is not None:
+        figures["peak_fraction_ceiling_cpu"] = round(out["flops_per_chunk"] / floor["cpu_seconds"] / 1e9
+                                                     / peak_cpu, 3)
+    return figures
 
 
 def profile_overhead(session: StreamingSession, chunks: int) -> dict:
@@ -162,6 +189,8 @@ def main() -> int:
                 out[f"peak_fraction_cpu{suffix}"] = r["peak_fraction_cpu"]
             if "overhead_share" in r:
                 out[f"overhead_share{suffix}"] = r["overhead_share"]
+            for key in ("kernel_floor_ms", "peak_fraction_ceiling", "overhead_share_plain"):
+                out[f"{key}{suffix}"] = r[key]
     out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     out["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(out, indent=2))

@@ -11,8 +11,8 @@ temporary checkpoint; the student (and the critic) start as copies of it, as in 
 rollouts are not degenerate. Timed: `stage.train_step(step)` alone (one warm-up step, then `--steps` steps;
 data rendering included, checkpoints and logs excluded); steps draw different lengths, so the achieved rate is
 total FLOPs over total time, next to the median step time. The matmul peak (benchmarks/streaming.py's, same
-thread count) is read before and after the stages and the better read is used. Overhead: one more update
-under torch.profiler (unless `--no-profile`), split as benchmarks/profile.py splits it (benchmarks/frozen.py's
+thread count) is read before and after the stages and the better read is used. Overhead: one more update under
+torch.profiler (unless `--no-profile`), split as benchmarks/breakdown.py splits it (benchmarks/frozen.py's
 `op_breakdown`): `overhead` = 1 - GEMM share - attention share of the profiled wall time (target <= 0.3), with
 the profiler's own per-op cost included (an upper bound); `overhead_of_median` divides the profiled GEMM and
 attention time by the median unprofiled update instead (updates draw different lengths: information only).
@@ -74,19 +74,6 @@ from context_forcing.training.stage import Stage
 
 PRESET = "panworld"
 _FORWARD = inspect.signature(CausalVideoDiT.forward)
-
-
-def use_stdlib_profile() -> None:
-    """Load the standard library's `profile`: torch imports cProfile (which imports `profile`) on demand, e.g.
-    when it builds a fused optimiser, and while benchmarks/ is sys.path[0] benchmarks/profile.py would be
-    found instead."""
-    here = Path(__file__).resolve().parent
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    try:
-        import cProfile  # noqa: F401
-    finally:
-        sys.path[:] = saved
 
 
 class FlopMeter:
@@ -230,7 +217,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.steps < 1 or args.threads < 1:
         parser.error("--steps and --threads must be >= 1")
-    use_stdlib_profile()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     run = get_preset(PRESET)

@@ -1,7 +1,7 @@
 """Where the time goes: the streaming chunk step and one update of each training stage (issue 12, item 1).
 
 Prints exactly one JSON document on stdout (progress on stderr). A few minutes on 2 CPU cores:
-    .venv/bin/python benchmarks/profile.py [--threads N] [--presets tiny panworld]
+    .venv/bin/python benchmarks/breakdown.py [--threads N] [--presets tiny panworld]
         [--stages ...] [--chunks 10]
 
 Chunk step: the issue's frozen benchmark config (benchmarks/frozen.py: width 256, 4 heads, 4 layers, FFN 768,
@@ -27,6 +27,7 @@ Training phases (inclusive time): backward (autograd engine), optimizer (AdamW.s
 from __future__ import annotations
 
 import argparse
+import cProfile
 import io
 import json
 import os
@@ -56,8 +57,6 @@ from context_forcing.training.registry import build_stage
 
 def python_top(run_profiled: Callable[[], None], units: int, limit: int = 10) -> dict:
     """cProfile of `run_profiled`: the top Python functions by own time (tottime) and by cumulative time."""
-    import cProfile  # here, after main() made sure `profile` is the standard library's, not this file
-
     profiler = cProfile.Profile()
     tic = time.perf_counter()
     profiler.enable()
@@ -173,16 +172,6 @@ def random_teacher(run: RunConfig, directory: Path) -> Path:
     return save_checkpoint(directory / f"teacher-{run.preset}", run, model.state_dict())
 
 
-def use_stdlib_profile() -> None:
-    """This file is named profile.py and its directory is sys.path[0]: cProfile's `import profile` would load
-    it instead of the standard library's module."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    module = sys.modules.get("profile")
-    if module is not None and Path(getattr(module, "__file__", "") or "").resolve().parent == here:
-        del sys.modules["profile"]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="default: the core count")
@@ -193,7 +182,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads < 1 or args.chunks < 1:
         parser.error("--threads and --chunks must be >= 1")
-    use_stdlib_profile()
     torch.set_num_threads(args.threads)
     annotate_training()
     start = time.perf_counter()
