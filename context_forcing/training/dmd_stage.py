@@ -65,10 +65,11 @@ class DmdStage(BaseStage):
         return metrics
 
     def probe(self, episodes: int) -> dict[str, float]:
-        """A short P1 eval of the live generator (eval/student_probe.py); draws no training randomness."""
+        """A short P1 and P2 eval of the live generator (eval/student_probe.py: recall, free-rollout drift);
+        draws no training randomness."""
         from context_forcing.eval.student_probe import probe_student
 
-        return probe_student(self.generator, self.run, self.layout, episodes)
+        return probe_student(self.generator, self.run, self.layout, episodes, free_rollout=True)
 
     # ---- updates ---------------------------------------------------------------------------------------
 

@@ -112,10 +112,11 @@ class OdeInitStage(BaseStage):
         return self._update(step, self.opt, self.train.generator.clip)
 
     def probe(self, episodes: int) -> dict[str, float]:
-        """A short P1 eval of the live student (eval/student_probe.py); draws no training randomness."""
+        """A short P1 and P2 eval of the live student (eval/student_probe.py: recall and free-rollout drift);
+        draws no training randomness."""
         from context_forcing.eval.student_probe import probe_student
 
-        return probe_student(self.student, self.run, self.layout, episodes)
+        return probe_student(self.student, self.run, self.layout, episodes, free_rollout=True)
 
     def _history_frames(self, random: StepRandom) -> int:
         """Real frames streamed into the student's memory before the target: whole chunks, uniform in
