@@ -111,7 +111,8 @@ train-panworld-all: train-panworld
 
 # Against the student's free-rollout drift (docs/RESULTS.md, "The free-rollout drift"): 60 more Stage 2 updates
 # of the Context Forcing student, (a) with rollouts of 120-240 frames, (b) at teacher guidance 1 and (c) 2.5
-# (Stage 2's: 6); then (b) continued to 150 updates (a copy of its run directory, resumed). The reported runs
+# (Stage 2's: 6); then (b) continued to 150 updates (a copy of its run directory, resumed), and (b) with teacher
+# and critic seeing the target window only (the context-teacher ablation). The reported runs
 # started from the float16 exports of stage2-16b and teacher16 (the files shipped at commit 5f934c2); these
 # commands start from the run directories (float32).
 DRIFT := --preset panworld --teacher $(TEACHER16) --init $(RUNS)/stage2-16b --memory $(STUDENT_MEMORY) $(PATCH16) \
@@ -123,6 +124,8 @@ train-panworld-drift: train-panworld
 	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-g2.5 $(DRIFT) --steps 60 --set dmd.guidance=2.5
 	test -d $(RUNS)/stage2-g1-150 || cp -r $(RUNS)/stage2-g1 $(RUNS)/stage2-g1-150
 	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-g1-150 $(DRIFT) --steps 150 --set dmd.guidance=1
+	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-g1-noctx $(DRIFT) --steps 60 --set dmd.guidance=1 \
+		--set dmd.teacher_context=none
 
 # The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
 # updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,
@@ -172,7 +175,8 @@ COMPARED := student:$(SHIPPED)/student: \
 	stage2-long16:$(RUNS)/stage2-long16: \
 	stage2-g1:$(RUNS)/stage2-g1: \
 	stage2-g2.5:$(RUNS)/stage2-g2.5: \
-	stage2-g1-150:$(RUNS)/stage2-g1-150:
+	stage2-g1-150:$(RUNS)/stage2-g1-150: \
+	stage2-g1-noctx:$(RUNS)/stage2-g1-noctx:
 # the first line's models are no longer shipped: their run directories (make train-panworld-8tok)
 COMPARED_8TOK := student:$(RUNS)/stage2: \
 	self-forcing-style:$(RUNS)/sf-style-b: \
@@ -205,7 +209,8 @@ REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast
 	oracle_window-21 chance
 BASELINES := self-forcing-style infinity-rope-style longlive-style student
 ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1 ode-init16b
-DRIFT_ROWS := student student_uniform8 student_uniform16 stage2-long16 stage2-g2.5 stage2-g1 stage2-g1-150
+DRIFT_ROWS := student student_uniform8 student_uniform16 stage2-long16 stage2-g2.5 stage2-g1 stage2-g1-150 \
+	stage2-g1-noctx
 ABLATIONS_8TOK := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
 results-panworld: setup
 	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/%_64s.json) \
