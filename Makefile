@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test browser screenshot bench-serve test-slow lint bench soak bench-train profile train-panworld train-panworld-all train-panworld-drift train-panworld-8tok eval-panworld-all eval-panworld-8tok results-panworld ship-panworld clean
+.PHONY: setup demo test browser screenshot bench-serve test-slow lint bench soak bench-train profile train-panworld train-panworld-all train-panworld-drift train-panworld-lowcfg train-panworld-8tok eval-panworld-all eval-panworld-8tok results-panworld ship-panworld clean
 
 setup: $(STAMP)
 
@@ -127,6 +127,18 @@ train-panworld-drift: train-panworld
 	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-g1-noctx $(DRIFT) --steps 60 --set dmd.guidance=1 \
 		--set dmd.teacher_context=none
 
+# The low-guidance chain (docs/RESULTS.md, "The free-rollout drift"): the recipe's ODE init from the shipped teacher,
+# Stage 1 and Stage 2 at teacher guidance 1 (the recipe's: 4 and 6), and Stage 2 straight from the ODE init.
+LOWCFG = --preset panworld --teacher $(SHIPPED)/teacher --memory $(STUDENT_MEMORY) $(PATCH16) --set probe_every=50
+train-panworld-lowcfg: setup
+	$(TRAIN) ode-init --run-dir $(RUNS)/ode-init16c $(LOWCFG) --steps 250
+	$(TRAIN) stage1 --run-dir $(RUNS)/stage1-16c-g1 $(LOWCFG) --init $(RUNS)/ode-init16c --steps 300 \
+		--set dmd.guidance=1
+	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-16c-g1-direct $(LOWCFG) --init $(RUNS)/ode-init16c --steps 150 \
+		--set dmd.guidance=1
+	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-16c-g1 $(LOWCFG) --init $(RUNS)/stage1-16c-g1 --steps 150 \
+		--set dmd.guidance=1
+
 # The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
 # updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,
 # Stage 1 its update-3000 and Stage 2 its update-4000 weights; then the same baselines, the trained admission
@@ -176,7 +188,9 @@ COMPARED := student:$(SHIPPED)/student: \
 	stage2-g1:$(RUNS)/stage2-g1: \
 	stage2-g2.5:$(RUNS)/stage2-g2.5: \
 	stage2-g1-150:$(RUNS)/stage2-g1-150: \
-	stage2-g1-noctx:$(RUNS)/stage2-g1-noctx:
+	stage2-g1-noctx:$(RUNS)/stage2-g1-noctx: \
+	stage1-16c-g1:$(RUNS)/stage1-16c-g1: \
+	stage2-16c-g1-direct:$(RUNS)/stage2-16c-g1-direct:
 # the first line's models are no longer shipped: their run directories (make train-panworld-8tok)
 COMPARED_8TOK := student:$(RUNS)/stage2: \
 	self-forcing-style:$(RUNS)/sf-style-b: \
@@ -210,7 +224,7 @@ REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast
 BASELINES := self-forcing-style infinity-rope-style longlive-style student
 ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1 ode-init16b
 DRIFT_ROWS := student student_uniform8 student_uniform16 stage2-long16 stage2-g2.5 stage2-g1 stage2-g1-150 \
-	stage2-g1-noctx
+	stage2-g1-noctx stage2-16c-g1-direct
 ABLATIONS_8TOK := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
 results-panworld: setup
 	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/%_64s.json) \
