@@ -30,8 +30,10 @@ from context_forcing.rollout.records import attended_frames
 from context_forcing.rollout.session import StreamingSession
 
 LAYOUT = "sink3-slow12-fast6:uniform4:bounded"
+# the compiled chunk step (frozen weights) calls prepacked GEMMs: mkl::_mkl_linear, mkldnn::_linear_pointwise
 GEMM = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::matmul",
-        "aten::linear", "aten::_addmm_activation", "aten::mv", "aten::addmv"}
+        "aten::linear", "aten::_addmm_activation", "aten::mv", "aten::addmv", "mkl::_mkl_linear",
+        "mkldnn::_linear_pointwise"}
 PHASES = {"backward": "autograd::engine::evaluate_function", "optimizer": "Optimizer.step",
           "clip": "profile::clip_and_step", "ema": "profile::ema_update", "data": "profile::data"}
 
@@ -64,12 +66,13 @@ def frozen_model(run: RunConfig) -> CausalVideoDiT:
 
 
 def frozen_session(model: CausalVideoDiT, run: RunConfig, batch: int, frames: int,
-                   seed: int = 0) -> StreamingSession:
+                   seed: int = 0, compile: bool = False) -> StreamingSession:
     """A session of `run` with the frozen memory layout, conditioned on `frames` frames of PanWorld
-    episodes."""
+    episodes; `compile`: the compiled chunk step (model/compiled.py)."""
     world = get_preset("panworld")
     cond = episode_conditioning(run, panworld_episodes(world, seed, batch, frames), frames)
-    return StreamingSession(model, run, cond, seed=seed, layout=parse_layout(LAYOUT, run.chunk))
+    return StreamingSession(model, run, cond, seed=seed, layout=parse_layout(LAYOUT, run.chunk),
+                            compile=compile)
 
 
 def fill_memory(session: StreamingSession, extra: int = 3) -> int:

@@ -1,8 +1,17 @@
 """Streaming throughput of issue 12's frozen chunk-step config against a full Slow-Fast Memory.
 
-Prints exactly one JSON document on stdout (progress on stderr). About 2 minutes on 2 quiet CPU cores:
+Prints exactly one JSON document on stdout (progress on stderr). About 6 minutes on 2 quiet CPU cores:
     .venv/bin/python benchmarks/streaming.py [--threads N] [--batches 1 4] [--tokens 8 16] [--seconds 300]
-        [--chunks 20] [--profile-chunks 5] [--dtype float32]
+        [--chunks 20] [--profile-chunks 5] [--dtype float32] [--paths eager compiled]
+
+Two chunk steps (`--paths`, default both when a C++ compiler is present): the eager one and the compiled one
+(model/compiled.py: the forward compiled by inductor with frozen weights, contexts padded to the budget). Runs
+are keyed `tokens{T}_batch{B}` (compiled) and `tokens{T}_batch{B}_eager`; the unsuffixed top-level keys
+belong to the last path run (`chunk_step`), the other path's carry `_eager`. A compiled run's first chunk
+compiles its graphs (`first_chunk_s`); its overhead share comes from a profile of the same graphs called from
+Python (a profiler sees no kernel under the C++ wrapper the timed chunks use): `overhead_share` of that
+profile, and `overhead_share_plain` = 1 - its GEMM and attention kernel time / the timed chunk. The kernel
+floor (below) replays eager kernels, so it is reported for eager runs only.
 
 The frozen config (benchmarks/frozen.py: width 256, 4 layers, 8 tokens per frame, memory
 `sink3-slow12-fast6:uniform4:bounded`; uniform admission so the memory fills) and its 16-tokens-per-frame
@@ -43,10 +52,13 @@ from frozen import (
     torch_profiled,
 )
 
+from context_forcing.model.compiled import CompiledForward, compiler_available
 from context_forcing.rollout.report import chunk_timings, session_report
 from context_forcing.rollout.session import StreamingSession
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PATHS = ("eager", "compiled")  # the chunk step: eager, or compiled with frozen weights (model/compiled.py)
+SUFFIX = {"eager": "_eager", "compiled": ""}  # of a run's key; the top level drops it for the headline
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5,
@@ -64,15 +76,18 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5,
 
 
 def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float, peak_cpu: float | None,
-           profile_chunks: int = 0) -> dict:
-    """Fill the memory (51 chunks: also the warm-up), then generate up to `frames` latent frames; figures
-    over the chunks after fill."""
+           profile_chunks: int = 0, compiled: bool = False) -> dict:
+    """Fill the memory (51 chunks: also the warm-up, and the compilation of a compiled session), then
+    generate up to `frames` latent frames; figures over the chunks after fill."""
     run = frozen_run(tokens)
     model = frozen_model(run).to(dtype)
     chunks = -(-frames // run.chunk)
-    session = frozen_session(model, run, batch, run.chunk * (max(chunks, 60) + 2 * profile_chunks + 1))
+    session = frozen_session(model, run, batch, run.chunk * (max(chunks, 60) + 2 * profile_chunks + 1),
+                             compile=compiled)
     tic = time.perf_counter()
-    filled = fill_memory(session, extra=0)
+    session.generate_chunk()  # a compiled session compiles its graphs here
+    compile_s = time.perf_counter() - tic
+    filled = 1 + fill_memory(session, extra=0)
     if filled >= chunks:
         raise ValueError(f"{frames} latent frames do not reach past the memory fill ({filled} chunks)")
     steady_ms = []
@@ -86,6 +101,8 @@ def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float
     out = {
         "tokens_per_frame": run.tokens_per_frame,
         "batch": batch,
+        "chunk_step": "compiled" if compiled else "eager",
+        "first_chunk_s": round(compile_s, 2),  # compiled: the one-time compilation of its graphs
         "latent_frames": session.frames_done,
         "chunks_after_fill": len(steady_ms),
         "wall_s": round(wall, 2),
@@ -104,9 +121,18 @@ def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float
         out["peak_fraction_cpu"] = round(out["achieved_gflops_cpu"] / peak_cpu, 3)
     after_fill, last = chunk_timings(session.records)
     out["chunk_time_ratio_end_start"] = round(last / after_fill, 3)
-    out.update(floor_figures(session, out, peak, peak_cpu))
+    if compiled:  # a profiler sees no kernel under the C++ wrapper: profile these graphs called from Python
+        session.compiled = CompiledForward(model, cpp_wrapper=False)
+        session.generate_chunk()  # compiles
+    else:  # the kernel floor replays eager kernels; the compiled step calls others (prepacked GEMMs)
+        out.update(floor_figures(session, out, peak, peak_cpu))
     if profile_chunks:
         out.update(profile_overhead(session, profile_chunks))
+        if compiled:  # the same kernels as the timed C++-wrapper chunks: their share of those chunks
+            shares, profiled_ms = out["profile"]["shares"], out["profile"]["profiled_ms"]
+            kernels_ms = (shares["gemm"] + shares["attention"]) * profiled_ms
+            out["kernels_ms_profiled"] = round(kernels_ms, 2)
+            out["overhead_share_plain"] = round(1 - kernels_ms / out["chunk_ms"], 3)
     print(f"tokens {tokens} batch {batch}: {out}", file=sys.stderr)
     return out
 
@@ -142,6 +168,27 @@ def profile_overhead(session: StreamingSession, chunks: int) -> dict:
             "overhead_share": shares["shares"]["overhead"]}
 
 
+def top_level(results: dict[str, dict], batches: list[int], path: str, headline: bool) -> dict:
+    """The frozen config's (8 tokens) figures of one path at the top level: unsuffixed for the largest
+    batch, `_batch1` etc. for the others, with the path's suffix (`_eager`) unless it is the headline."""
+    frozen = {b: results[f"tokens8_batch{b}{SUFFIX[path]}"] for b in batches
+              if f"tokens8_batch{b}{SUFFIX[path]}" in results}
+    out: dict[str, float] = {}
+    if not frozen:
+        return out
+    path_suffix = "" if headline else SUFFIX[path]
+    ratio = max(r["chunk_time_ratio_end_start"] for r in frozen.values())
+    out[f"chunk_time_ratio_end_start{path_suffix}"] = ratio
+    for batch, r in frozen.items():
+        suffix = ("" if batch == max(frozen) else f"_batch{batch}") + path_suffix
+        for key in ("chunk_ms", "latent_fps", "achieved_gflops", "peak_fraction", "peak_fraction_cpu",
+                    "overhead_share", "first_chunk_s", "kernel_floor_ms", "peak_fraction_ceiling",
+                    "overhead_share_plain"):
+            if key in r:
+                out[f"{key}{suffix}"] = r[key]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="default: the core count")
@@ -151,9 +198,14 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=20, help="chunks timed after fill, other token counts")
     parser.add_argument("--profile-chunks", type=int, default=5, help="chunks profiled (8-token runs)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model and memory dtype")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=None,
+                        help="chunk steps to run (default: both when a C++ compiler is present, else eager)")
     args = parser.parse_args()
     if args.threads < 1 or args.chunks < 1:
         parser.error("--threads and --chunks must be >= 1")
+    paths = args.paths or (list(PATHS) if compiler_available() else ["eager"])
+    if "compiled" in paths and not compiler_available():
+        parser.error("--paths compiled needs a C++ compiler (g++, c++ or clang++ on PATH, or $CXX)")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -163,34 +215,24 @@ def main() -> int:
     dtype, fill_frames = DTYPES[args.dtype], 3 * 51  # the frozen layout fills after 51 chunks
     results: dict[str, dict] = {}
     with torch.no_grad():
-        for tokens in args.tokens:
-            for batch in args.batches:
-                frames = (int(args.seconds * 4) if tokens == 8 else fill_frames + 3 * args.chunks)
-                results[f"tokens{tokens}_batch{batch}"] = stream(
-                    tokens, batch, frames, dtype, peak, peak_cpu, args.profile_chunks if tokens == 8 else 0)
+        for path in paths:
+            for tokens in args.tokens:
+                for batch in args.batches:
+                    frames = (int(args.seconds * 4) if tokens == 8 else fill_frames + 3 * args.chunks)
+                    profile = args.profile_chunks if tokens == 8 else 0
+                    results[f"tokens{tokens}_batch{batch}{SUFFIX[path]}"] = stream(
+                        tokens, batch, frames, dtype, peak, peak_cpu, profile, compiled=path == "compiled")
     out = {
         "config": frozen_run().preset, "memory": LAYOUT, "dtype": args.dtype,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "load_average_start": load_start,
         "matmul_peak_gflops": round(peak, 2),
         "matmul_peak_gflops_cpu": None if peak_cpu is None else round(peak_cpu, 2),
+        "chunk_step": paths[-1],  # the path of the unsuffixed top-level figures (the fastest one run)
         "runs": results,
     }
-    frozen = {b: results[f"tokens8_batch{b}"] for b in args.batches if f"tokens8_batch{b}" in results}
-    if frozen:
-        out["chunk_time_ratio_end_start"] = max(r["chunk_time_ratio_end_start"] for r in frozen.values())
-        for batch, r in frozen.items():
-            suffix = "" if batch == max(frozen) else f"_batch{batch}"
-            out[f"chunk_ms{suffix}"] = r["chunk_ms"]
-            out[f"latent_fps{suffix}"] = r["latent_fps"]
-            out[f"achieved_gflops{suffix}"] = r["achieved_gflops"]
-            out[f"peak_fraction{suffix}"] = r["peak_fraction"]
-            if "peak_fraction_cpu" in r:
-                out[f"peak_fraction_cpu{suffix}"] = r["peak_fraction_cpu"]
-            if "overhead_share" in r:
-                out[f"overhead_share{suffix}"] = r["overhead_share"]
-            for key in ("kernel_floor_ms", "peak_fraction_ceiling", "overhead_share_plain"):
-                out[f"{key}{suffix}"] = r[key]
+    for path in paths:
+        out.update(top_level(results, args.batches, path, headline=path == paths[-1]))
     out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     out["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(out, indent=2))

@@ -116,14 +116,23 @@ class SlowFastMemory:
         """One plan per sample for the next chunk (pure function of each sample's table)."""
         return [plan_chunk(self.layout, s.table) for s in self.samples]
 
-    def context(self, model: torch.nn.Module, plans: list[ChunkPlan]) -> AttentionContext | None:
-        """Gather the planned frames' K/V (padded across samples) and rotate them at their plan positions."""
+    def context(self, model: torch.nn.Module, plans: list[ChunkPlan],
+                pad_to: int | None = None) -> AttentionContext | None:
+        """Gather the planned frames' K/V (padded across samples) and rotate them at their plan positions.
+
+        pad_to: pad every sample to this many context frames, masked (a compiled forward's fixed shapes: one
+        graph from the first chunk on); the mask is then kept even where every frame is valid."""
         n = max(len(p.frames) for p in plans)
+        if pad_to is not None:
+            if n > pad_to:
+                raise ValueError(f"a plan attends {n} context frames, more than pad_to={pad_to}")
+            n = pad_to
         if n == 0:
             return None
         slots, temporal, valid = self._padded(plans, n)
         fields = self.store.gather(slots, ("keys", "values", "spatial"))  # what attention reads
-        return model.prepare_context(fields["keys"], fields["values"], temporal, fields["spatial"], valid)
+        return model.prepare_context(fields["keys"], fields["values"], temporal, fields["spatial"], valid,
+                                     keep_mask=pad_to is not None)
 
     def _padded(self, plans: list[ChunkPlan], n: int) -> tuple[Tensor, Tensor, Tensor]:
         """(slots, temporal positions, valid), each (B, n), of the planned context frames, zero-padded."""

@@ -299,15 +299,17 @@ class SelfAttention(_Attention):
     def fused_parameters(self) -> tuple[Tensor, Tensor, Tensor]:
         """[Wq; Wk; Wv] (3D, D), [bq; bk; bv] (3D,) and the q/k RMSNorm gains (2, D): one GEMM, one norm.
 
-        With autograd (gradients reach the parameters) or under torch.distributed (FSDP refills unsharded
-        parameters' storage in place), concatenated per call. Otherwise cached in a plain
-        attribute (not a parameter or buffer: state_dict keys and shapes stay Wan's) and rebuilt whenever one
-        of the parameters changes (storage or version counter: optimiser steps, `load_state_dict`, `.to()`).
-        The fused GEMM equals the three separate ones bit for bit (each output column: the same dot product).
+        With autograd (gradients reach the parameters), under torch.distributed (FSDP refills unsharded
+        parameters' storage in place) or while compiling (frozen weights: inductor folds it), concatenated
+        per call. Otherwise cached in a plain attribute (not a parameter or buffer: state_dict keys and shapes
+        stay Wan's) and rebuilt whenever one of the parameters changes (storage or version counter: optimiser
+        steps, `load_state_dict`, `.to()`). The fused GEMM equals the three separate ones bit for bit (each
+        output column: the same dot product).
         """
         params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias,
                   self.norm_q.weight, self.norm_k.weight)
-        if torch.is_grad_enabled() or _distributed():  # FSDP refills unsharded parameters' storage in place
+        # FSDP refills unsharded parameters' storage in place; a compiled graph folds the concatenation itself
+        if torch.is_grad_enabled() or _distributed() or torch.compiler.is_compiling():
             return torch.cat(params[:3]), torch.cat(params[3:6]), torch.stack(params[6:])
         if self._fused is None or not self._fused[0].matches(params):
             self._fused = (ParameterKey(params), (torch.cat(params[:3]), torch.cat(params[3:6]),

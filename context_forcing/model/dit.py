@@ -275,11 +275,12 @@ class CausalVideoDiT(nn.Module):
     # ---- context -----------------------------------------------------------------------------------------
 
     def prepare_context(self, keys: Tensor, values: Tensor, temporal: Tensor, spatial: Tensor,
-                        valid: Tensor | None = None) -> AttentionContext:
+                        valid: Tensor | None = None, keep_mask: bool = False) -> AttentionContext:
         """Rotate stored keys at their plan positions, once per chunk.
 
         keys, values: (layers, B, n, Lf, H, hd) un-rotated; temporal: (B, n); spatial: (B, n, Lf, 2);
-        valid: (B, n) frames that exist (padding for samples with fewer slow frames).
+        valid: (B, n) frames that exist (padding for samples with fewer slow frames); dropped when all are
+        valid (SDPA's unmasked path) unless `keep_mask` (a compiled forward's one graph).
         """
         layers, b, n, lf, heads, hd = keys.shape
         # (B, n * Lf, 1, hd/2)
@@ -287,7 +288,8 @@ class CausalVideoDiT(nn.Module):
         k = apply_rope(keys.reshape(layers, b, n * lf, heads, hd), rotation)
         k = k.transpose(2, 3)  # (layers, B, H, n * Lf, hd)
         v = values.reshape(layers, b, n * lf, heads, hd).transpose(2, 3)
-        mask = None if valid is None or bool(valid.all()) else valid.repeat_interleave(lf, dim=1)
+        drop = valid is None or (not keep_mask and bool(valid.all()))
+        mask = None if drop else valid.repeat_interleave(lf, dim=1)
         return AttentionContext(list(k.unbind(0)), list(v.unbind(0)), mask)
 
     # ---- forward -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from context_forcing.conditioning import Conditioning
 from context_forcing.diffusion.samplers import Velocity, student_sample
 from context_forcing.diffusion.schedule import timesteps_of
 from context_forcing.model.attention import AttentionContext, PromptContext
-from context_forcing.model.dit import CausalVideoDiT, PreparedFrames
+from context_forcing.model.dit import CausalVideoDiT, ModelOutput, PreparedFrames
 
 
 @dataclass
@@ -28,6 +28,7 @@ class ChunkInputs:
     temporal: Tensor
     cond: Conditioning | None
     context: AttentionContext | None
+    forward: Callable[..., ModelOutput] | None = None  # what runs the model's forward (a CompiledForward)
     _prepared: tuple[int, PreparedFrames] | None = field(default=None, repr=False, compare=False)
 
     def prepared(self, model: CausalVideoDiT, latents: Tensor) -> PreparedFrames:
@@ -39,6 +40,12 @@ class ChunkInputs:
             self._prepared = (id(model), model.prepare_frames(self.temporal, self.cond, b, f, grid,
                                                               latents.device, self.context))
         return self._prepared[1]
+
+    def run(self, model: CausalVideoDiT, x: Tensor, timesteps: Tensor, return_kv: bool) -> ModelOutput:
+        """The model's forward of this chunk's latents x at per-frame timesteps (B, c), through `forward`."""
+        forward = self.forward or model
+        return forward(x, timesteps, self.prompt, self.temporal, self.cond, context=self.context,
+                       return_kv=return_kv, prepared=self.prepared(model, x))
 
 
 def velocity_fn(model: CausalVideoDiT, inputs: ChunkInputs, num_train_timesteps: int,
@@ -54,8 +61,7 @@ def velocity_fn(model: CausalVideoDiT, inputs: ChunkInputs, num_train_timesteps:
         calls += 1
         with contextlib.nullcontext() if records else torch.no_grad():
             t = timesteps_of(sigma, num_train_timesteps)
-            out = model(x, t, inputs.prompt, inputs.temporal, inputs.cond, context=inputs.context,
-                        return_kv=want_kv, prepared=inputs.prepared(model, x))
+            out = inputs.run(model, x, t, want_kv)
         if want_kv:
             capture.append([(k.detach(), v.detach()) for k, v in out.kv])
         return out.velocity
@@ -78,5 +84,4 @@ def commit_pass(model: CausalVideoDiT, inputs: ChunkInputs, clean: Tensor) -> li
     """One chunk step of the clean chunk at timestep 0;
     returns its per-layer un-rotated K/V for the memory."""
     zeros = torch.zeros(*clean.shape[:2], device=clean.device)
-    return model(clean, zeros, inputs.prompt, inputs.temporal, inputs.cond, context=inputs.context,
-                 return_kv=True, prepared=inputs.prepared(model, clean)).kv
+    return inputs.run(model, clean, zeros, return_kv=True).kv

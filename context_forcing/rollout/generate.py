@@ -45,6 +45,7 @@ class GenerateRequest:
     prompts: tuple[PromptSwitch, ...] = ()  # --prompts: timed prompt switches (rollout/scripted.py)
     compare: str | None = None  # a second checkpoint streamed on the same episodes, shown beside the first
     compare_layout: MemoryLayout | None = None  # its memory (default: the one its checkpoint records)
+    compile: bool = False  # the compiled chunk step (model/compiled.py) for every session
 
 
 def latent_frames_for(seconds: float, run: RunConfig) -> int:
@@ -77,13 +78,15 @@ def run_generate(request: GenerateRequest) -> int:
     episodes = panworld_episodes(run, request.seed, request.batch, chunks * run.chunk)
     cond = episode_conditioning(run, episodes, chunks * run.chunk)
     codec = build_codec(run.codec, run.video)
-    session = StreamingSession(model, run, cond, seed=request.seed, layout=request.layout, codec=codec)
+    session = StreamingSession(model, run, cond, seed=request.seed, layout=request.layout, codec=codec,
+                               compile=request.compile)
     sessions = [session]
     if request.compare is not None:  # same episodes, noise and opening; its own weights and memory
         compare_run, compare_model = load_model(request.compare)
         sessions.append(StreamingSession(compare_model.eval(), compare_run, cond, seed=request.seed,
                                          layout=request.compare_layout, codec=build_codec(compare_run.codec,
-                                                                                          compare_run.video)))
+                                                                                          compare_run.video),
+                                         compile=request.compile))
     per_latent = run.video.pixel_frames_per_latent
     written, tic = 0, time.perf_counter()
     with VideoWriter(request.out, fps=request.fps, scale=request.scale, quality=request.quality) as writer, \

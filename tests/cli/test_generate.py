@@ -38,6 +38,8 @@ BAD = [
     (["--preset", "wan2.1-1.3b"], "--prompt: preset 'wan2.1-1.3b' is text-to-video and needs --prompt TEXT"),
     (["--prefill-seconds", "-1"], "--prefill-seconds: got -1.0"),
     (["--prefill-seconds", "0.5"], "--prefill-seconds: got 0.5; must cover at least one chunk"),
+    (["--compile", "--memory", "full"], "--compile: needs a memory layout with a budget"),
+    (["--compile", "--preset", "wan2.1-1.3b"], "--compile: not available with --preset wan2.1-1.3b"),
 ]
 
 
@@ -174,3 +176,11 @@ def test_compare_checks_its_checkpoint_before_any_work(tmp_path, capsys):
     assert main(_args(out, "--compare-memory", "window-6")) == 2
     assert "--compare-memory: needs --compare" in capsys.readouterr().err
     assert list(out.iterdir()) == []
+
+
+def test_compile_reaches_the_session(tmp_path, monkeypatch):
+    # no compiler: the session says so and streams eagerly (tests/model/test_compiled.py compiles for real)
+    monkeypatch.setattr("context_forcing.model.compiled.compiler_available", lambda: False)
+    with pytest.warns(UserWarning, match="compile requested but no C.. compiler"):
+        assert main(_args(tmp_path, "--compile")) == 0
+    assert (tmp_path / "v.mp4").exists()

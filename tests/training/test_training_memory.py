@@ -62,9 +62,9 @@ def _chunk_positions(stage: DmdStage, monkeypatch) -> tuple[list[float], list[fl
     stage.generator.register_forward_pre_hook(lambda module, args: chunk.append(float(args[3].max())))
     prepare = stage.generator.prepare_context
 
-    def recording(keys, values, temporal, *rest):
+    def recording(keys, values, temporal, *rest, **options):
         context.append(float(temporal.max()))
-        return prepare(keys, values, temporal, *rest)
+        return prepare(keys, values, temporal, *rest, **options)
 
     monkeypatch.setattr(stage.generator, "prepare_context", recording)
     stage.train_step(0)

@@ -1,0 +1,104 @@
+"""The chunk step's forward compiled by inductor with frozen weights: opt-in, for inference (issue 12).
+
+`torch.compile(dynamic=False)` of the whole `CausalVideoDiT.forward` with inductor's `freezing` and
+`cpp_wrapper`: the weights become constants (the fused q/k/v concatenation folded, GEMM weights prepacked),
+the elementwise work between GEMMs becomes a few generated C++ loops and no Python runs between ops. On this
+project's CPU the frozen benchmark config's chunks run 1.3-1.6x faster (docs/BENCHMARKS.md, "Compiled chunk
+step").
+
+Shapes are fixed: a session that compiles pads its context to the layout's budget (`SlowFastMemory.context`'s
+`pad_to`), so every chunk, the first one included, runs the same three graphs (its first denoising pass,
+which allocates the context buffers and with `admit_kv=first_pass` returns K/V; the other passes; the commit
+pass returning K/V). Each graph compiles
+once, on first use (~40 s for the three at the benchmark's width; inductor does not cache frozen graphs across
+processes).
+
+Frozen means the weights are read when a graph compiles. `ensure_current` (a session calls it once per
+chunk) notices any change of a parameter since (an optimiser step, `load_state_dict`, `.to()`) and compiles
+afresh. Without a C++ compiler, or if compilation fails, it warns once and runs the eager forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import types
+import warnings
+
+import torch
+import torch._inductor.config as inductor_config
+from torch import Tensor
+
+from context_forcing.conditioning import Conditioning
+from context_forcing.model.attention import AttentionContext, ParameterKey, PromptContext
+from context_forcing.model.dit import CausalVideoDiT, ModelOutput, PreparedFrames
+
+log = logging.getLogger(__name__)
+# compile-time notes that are no news here: the cached constants (dit.py, rope.py) are traced through their
+# lru_cache, and the complex RoPE multiply runs as an eager op inside the graph (measured: cheaper than the
+# real-valued form inductor would generate code for)
+QUIET = (".*lru_cache.*", ".*code generation for complex operators.*")
+
+
+def compiler_available() -> bool:
+    """Whether inductor finds a C++ compiler (`$CXX`, else g++ / c++ / clang++ on PATH)."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return any(shutil.which(name) for name in names)
+
+
+def _forward(model: CausalVideoDiT, x: Tensor, timesteps: Tensor, prompt: PromptContext, temporal: Tensor,
+             cond: Conditioning | None, context: AttentionContext | None, return_kv: bool,
+             prepared: PreparedFrames | None) -> ModelOutput:
+    return model(x, timesteps, prompt, temporal, cond, context=context, return_kv=return_kv,
+                 prepared=prepared)
+
+
+class CompiledForward:
+    """`model.forward`'s chunk-step signature, compiled with frozen weights (see the module docstring)."""
+
+    def __init__(self, model: CausalVideoDiT, cpp_wrapper: bool = True) -> None:
+        """cpp_wrapper=False: the graphs called from generated Python (slower; profilers see each kernel)."""
+        self.model, self.cpp_wrapper = model, cpp_wrapper
+        self.eager_reason: str | None = None if compiler_available() else "no C++ compiler found"
+        if self.eager_reason:
+            warnings.warn(f"compile requested but {self.eager_reason}: running the eager forward",
+                          stacklevel=2)
+        self.compilations = 0  # how many times the weights were frozen (1 + parameter changes)
+        self._build()
+
+    def _build(self) -> None:
+        # a code object of its own: dynamo caches compiled graphs per code object, and a graph compiled for
+        # other weights (another model, or these before a change) must never be reused
+        code = _forward.__code__.replace(co_name=f"compiled_forward_{id(self)}_{self.compilations}")
+        function = types.FunctionType(code, _forward.__globals__, code.co_name)
+        options = {"cpp_wrapper": self.cpp_wrapper}
+        self._compiled = torch.compile(function, dynamic=False, options=options)
+        self._params = tuple(self.model.parameters())
+        self._key = ParameterKey(self._params)
+        self.compilations += 1
+
+    def ensure_current(self) -> None:
+        """Compile afresh if any parameter changed since the graphs froze the weights (its storage or version
+        counter; a parameter object replaced by another is not noticed)."""
+        if not self._key.matches(self._params):
+            log.info("the model's parameters changed since compilation: compiling afresh")
+            self._build()
+
+    def __call__(self, x: Tensor, timesteps: Tensor, prompt: PromptContext, temporal: Tensor,
+                 cond: Conditioning | None = None, context: AttentionContext | None = None,
+                 return_kv: bool = False, prepared: PreparedFrames | None = None) -> ModelOutput:
+        if torch.is_grad_enabled():
+            raise RuntimeError("a compiled forward freezes the weights: call it under torch.no_grad()")
+        if self.eager_reason is None:
+            try:
+                # freezing is read where torch.compile's `options` do not reach: patched around the call
+                with inductor_config.patch(freezing=True), warnings.catch_warnings():
+                    for message in QUIET:
+                        warnings.filterwarnings("ignore", message=message)
+                    return self._compiled(self.model, x, timesteps, prompt, temporal, cond, context,
+                                          return_kv, prepared)
+            except Exception as error:  # noqa: BLE001 (any compiler failure: the eager forward still works)
+                self.eager_reason = f"compilation failed ({type(error).__name__}: {error})"
+                warnings.warn(f"{self.eager_reason}: running the eager forward", stacklevel=2)
+        return _forward(self.model, x, timesteps, prompt, temporal, cond, context, return_kv, prepared)
