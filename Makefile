@@ -190,7 +190,8 @@ COMPARED := student:$(SHIPPED)/student: \
 	stage2-g1-150:$(RUNS)/stage2-g1-150: \
 	stage2-g1-noctx:$(RUNS)/stage2-g1-noctx: \
 	stage1-16c-g1:$(RUNS)/stage1-16c-g1: \
-	stage2-16c-g1-direct:$(RUNS)/stage2-16c-g1-direct:
+	stage2-16c-g1-direct:$(RUNS)/stage2-16c-g1-direct: \
+	stage2-16c-g1:$(RUNS)/stage2-16c-g1:
 # the first line's models are no longer shipped: their run directories (make train-panworld-8tok)
 COMPARED_8TOK := student:$(RUNS)/stage2: \
 	self-forcing-style:$(RUNS)/sf-style-b: \
@@ -224,7 +225,7 @@ REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast
 BASELINES := self-forcing-style infinity-rope-style longlive-style student
 ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1 ode-init16b
 DRIFT_ROWS := student student_uniform8 student_uniform16 stage2-long16 stage2-g2.5 stage2-g1 stage2-g1-150 \
-	stage2-g1-noctx stage2-16c-g1-direct
+	stage2-g1-noctx stage2-16c-g1-direct stage2-16c-g1
 ABLATIONS_8TOK := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
 results-panworld: setup
 	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/%_64s.json) \
