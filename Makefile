@@ -128,8 +128,11 @@ train-panworld-drift: train-panworld
 		--set dmd.teacher_context=none
 
 # The low-guidance chain (docs/RESULTS.md, "The free-rollout drift"): the recipe's ODE init from the shipped teacher,
-# Stage 1 and Stage 2 at teacher guidance 1 (the recipe's: 4 and 6), and Stage 2 straight from the ODE init.
+# Stage 1 and Stage 2 at teacher guidance 1 (the recipe's: 4 and 6), Stage 2 straight from the ODE init, and
+# the comparison's baselines on this line (Self-Forcing-style, LongLive-style; issue 8's updates).
 LOWCFG = --preset panworld --teacher $(SHIPPED)/teacher --memory $(STUDENT_MEMORY) $(PATCH16) --set probe_every=50
+# the baselines on that line (as in train-panworld-all, from ode-init16c, every DMD stage at guidance 1)
+LOWCFG_BASE = --preset panworld --teacher $(SHIPPED)/teacher $(PATCH16) --set probe_every=50 --set dmd.guidance=1
 train-panworld-lowcfg: setup
 	$(TRAIN) ode-init --run-dir $(RUNS)/ode-init16c $(LOWCFG) --steps 250
 	$(TRAIN) stage1 --run-dir $(RUNS)/stage1-16c-g1 $(LOWCFG) --init $(RUNS)/ode-init16c --steps 300 \
@@ -138,6 +141,12 @@ train-panworld-lowcfg: setup
 		--set dmd.guidance=1
 	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-16c-g1 $(LOWCFG) --init $(RUNS)/stage1-16c-g1 --steps 150 \
 		--set dmd.guidance=1
+	$(TRAIN) stage1 --run-dir $(RUNS)/sf-style16c-g1 $(LOWCFG_BASE) --init $(RUNS)/ode-init16c \
+		--memory window-21:absolute --steps 300
+	$(TRAIN) stage2 --run-dir $(RUNS)/longlive-style16c-g1 $(LOWCFG_BASE) --init $(RUNS)/sf-style16c-g1 \
+		--memory sink3-window18 --steps 150 --set dmd.teacher_context=none
+	$(TRAIN) stage1 --run-dir $(RUNS)/sf-style16c-g1-b $(LOWCFG_BASE) --init $(RUNS)/sf-style16c-g1 \
+		--memory window-21:absolute --steps 150
 
 # The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
 # updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,

@@ -50,6 +50,12 @@ class AttentionContext:
             self._buffers[layer] = buffers
         return buffers
 
+    def allocate(self, own: int) -> None:
+        """Every layer's `buffers` now, before any call (a compiled forward then sees one input structure on
+        every call of a chunk: one graph instead of two)."""
+        for layer in range(len(self.keys)):
+            self.buffers(layer, own)
+
 
 @dataclass
 class PromptContext:

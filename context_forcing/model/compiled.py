@@ -7,11 +7,9 @@ project's CPU the frozen benchmark config's chunks run 1.3-1.6x faster (docs/BEN
 step").
 
 Shapes are fixed: a session that compiles pads its context to the layout's budget (`SlowFastMemory.context`'s
-`pad_to`), so every chunk, the first one included, runs the same three graphs (its first denoising pass,
-which allocates the context buffers and with `admit_kv=first_pass` returns K/V; the other passes; the commit
-pass returning K/V). Each graph compiles
-once, on first use (~40 s for the three at the benchmark's width; inductor does not cache frozen graphs across
-processes).
+`pad_to`) and allocates its [context | own] buffers before the chunk's first call, and every call returns K/V,
+so every pass of every chunk, the first chunk included, runs one graph. It compiles once, on first use (~15 s
+at the benchmark's width; inductor does not cache frozen graphs across processes).
 
 Frozen means the weights are read when a graph compiles. `ensure_current` (a session calls it once per
 chunk) notices any change of a parameter since (an optimiser step, `load_state_dict`, `.to()`) and compiles
@@ -96,8 +94,10 @@ class CompiledForward:
                 with inductor_config.patch(freezing=True), warnings.catch_warnings():
                     for message in QUIET:
                         warnings.filterwarnings("ignore", message=message)
-                    return self._compiled(self.model, x, timesteps, prompt, temporal, cond, context,
-                                          return_kv, prepared)
+                    # always with K/V (computed anyway): denoising and commit passes share one graph
+                    out = self._compiled(self.model, x, timesteps, prompt, temporal, cond, context, True,
+                                         prepared)
+                return out if return_kv else ModelOutput(out.velocity, None)
             except Exception as error:  # noqa: BLE001 (any compiler failure: the eager forward still works)
                 self.eager_reason = f"compilation failed ({type(error).__name__}: {error})"
                 warnings.warn(f"{self.eager_reason}: running the eager forward", stacklevel=2)

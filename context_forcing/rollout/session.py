@@ -39,7 +39,7 @@ class StreamingSession:
     (seed, samples[b], chunk).
 
     compile: run the model's forward compiled with frozen weights (`model/compiled.py`: 1.3-1.6x faster chunks
-    on CPU after a one-time compilation of ~40 s; the context padded to the layout's budget, outputs within
+    on CPU after a one-time compilation of ~15 s; the context padded to the layout's budget, outputs within
     float rounding of the eager forward's). Needs a layout with a budget.
     """
 
@@ -83,6 +83,8 @@ class StreamingSession:
             self.compiled.ensure_current()
             pad_to = self.layout.budget - c
         context = self.memory.context(self.model, plans, pad_to)
+        if self.compiled is not None:
+            context.allocate(c * self.run.tokens_per_frame)
         temporal = host_tensor([x for p in plans for x in p.chunk_positions], torch.float32, len(plans),
                                self.device)  # (B, c); not torch.tensor(list): see host_tensor
         return ChunkInputs(self.prompt, temporal, cond, context, self.compiled), temporal
