@@ -39,13 +39,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from frozen import LAYOUT, fill_memory, frozen_model, frozen_run, frozen_session, op_breakdown, torch_profiled
+from frozen import (
+    LAYOUT,
+    InstrumentedData,
+    fill_memory,
+    frozen_model,
+    frozen_run,
+    frozen_session,
+    op_breakdown,
+    random_teacher,
+    torch_profiled,
+)
 from torch import nn
 from torch.profiler import record_function
 
-from context_forcing.config import RunConfig
-from context_forcing.model.checkpoint import save_checkpoint
-from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import get_preset
 from context_forcing.rollout.records import attended_frames
 from context_forcing.training import ema as ema_module
@@ -105,26 +112,6 @@ def profile_stream(batch: int, chunks: int, tokens_per_frame: int = 8) -> dict:
     return out
 
 
-class AnnotatedData:
-    """A stage's training data whose draws show as `profile::data` in the profile."""
-
-    def __init__(self, data: Any) -> None:
-        self.data = data
-
-    def next_clip(self, frames: int) -> Any:
-        with record_function("profile::data"):
-            return self.data.next_clip(frames)
-
-    def next_conditioning(self, frames: int) -> Any:
-        return self.next_clip(frames)[1]
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.data.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.data.load_state_dict(state)
-
-
 def annotate_training() -> None:
     """Label the EMA update and clip-and-step in the profile (wrappers installed by this script only)."""
     update = ema_module.EMA.update
@@ -146,7 +133,7 @@ def annotate_training() -> None:
 def profile_stage(name: str, preset: str, teacher: Path) -> dict:
     run = get_preset(preset)
     train = for_preset(name, preset)
-    data = AnnotatedData(build_training_data(run, train))
+    data = InstrumentedData(build_training_data(run, train))
     torch.manual_seed(0)
     stage = build_stage(name, run, train, init=None, teacher=None if name == "teacher" else str(teacher),
                         data=data)
@@ -163,13 +150,6 @@ def profile_stage(name: str, preset: str, teacher: Path) -> dict:
     print(f"{preset} {name}: plain {out['plain_ms']} ms, profiled {out['profiled_ms']} ms, shares "
           f"{out['shares']}, phases {out.get('phases')}", file=sys.stderr)
     return out
-
-
-def random_teacher(run: RunConfig, directory: Path) -> Path:
-    torch.manual_seed(0)
-    model = CausalVideoDiT(run.model, run.text)
-    nn.init.normal_(model.head.head.weight, std=0.02)
-    return save_checkpoint(directory / f"teacher-{run.preset}", run, model.state_dict())
 
 
 def main() -> int:

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity
+from torch.profiler import ProfilerActivity, record_function
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from context_forcing.config import MemoryConfig, ModelConfig, RunConfig, TextConfig, VideoConfig
 from context_forcing.data.episodes import episode_conditioning, panworld_episodes
 from context_forcing.memory.layout import parse_layout
+from context_forcing.model.checkpoint import save_checkpoint
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.presets import get_preset
 from context_forcing.rollout.records import attended_frames
@@ -85,6 +87,40 @@ def fill_memory(session: StreamingSession, extra: int = 3) -> int:
     for _ in range(extra):  # a few chunks at full memory before timing
         session.generate_chunk()
     return chunks + extra
+
+
+class InstrumentedData:
+    """A stage's training data with each draw timed (`seconds`: rendering is part of a step) and labelled
+    `profile::data` for a profiler (benchmarks/training.py and benchmarks/breakdown.py)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data, self.seconds = data, 0.0
+
+    def next_clip(self, frames: int) -> Any:
+        tic = time.perf_counter()
+        try:
+            with record_function("profile::data"):
+                return self.data.next_clip(frames)
+        finally:
+            self.seconds += time.perf_counter() - tic
+
+    def next_conditioning(self, frames: int) -> Any:
+        return self.next_clip(frames)[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.data.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.data.load_state_dict(state)
+
+
+def random_teacher(run: RunConfig, directory: Path) -> Path:
+    """A checkpoint of seeded random weights for the distillation stages; the zero-initialised output head
+    gets random weights too (a zero head ignores the network: x0 = c_skip x)."""
+    torch.manual_seed(0)
+    model = CausalVideoDiT(run.model, run.text)
+    nn.init.normal_(model.head.head.weight, std=0.02)
+    return save_checkpoint(directory / f"teacher-{run.preset}", run, model.state_dict())
 
 
 class _KernelRecorder(TorchDispatchMode):

@@ -1,6 +1,6 @@
 """Streaming throughput of issue 12's frozen chunk-step config against a full Slow-Fast Memory.
 
-Prints exactly one JSON document on stdout (progress on stderr). About 6 minutes on 2 quiet CPU cores:
+Prints exactly one JSON document on stdout (progress on stderr). About 3 minutes on 2 quiet CPU cores:
     .venv/bin/python benchmarks/streaming.py [--threads N] [--batches 1 4] [--tokens 8 16] [--seconds 300]
         [--chunks 20] [--profile-chunks 5] [--dtype float32] [--paths eager compiled]
 

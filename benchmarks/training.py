@@ -57,13 +57,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from frozen import op_breakdown, torch_profiled  # benchmarks/ is sys.path[0] when this file runs as a script
-from streaming import matmul_peak_gflops
-from torch import Tensor, nn
 
-from context_forcing.conditioning import Conditioning
+# benchmarks/ is sys.path[0] when this file runs as a script
+from frozen import InstrumentedData, op_breakdown, random_teacher, torch_profiled
+from streaming import matmul_peak_gflops
+from torch import nn
+
 from context_forcing.config import RunConfig
-from context_forcing.model.checkpoint import save_checkpoint
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.model.flops import forward_flops, prompt_flops
 from context_forcing.presets import get_preset
@@ -120,36 +120,6 @@ class FlopMeter:
             handle.remove()
 
 
-class TimedData:
-    """The stage's training data with the wall time of each draw recorded (rendering is part of a step)."""
-
-    def __init__(self, data: Any) -> None:
-        self.data, self.seconds = data, 0.0
-
-    def next_clip(self, frames: int) -> tuple[Tensor, Conditioning]:
-        tic = time.perf_counter()
-        try:
-            return self.data.next_clip(frames)
-        finally:
-            self.seconds += time.perf_counter() - tic
-
-    def next_conditioning(self, frames: int) -> Conditioning:
-        return self.next_clip(frames)[1]
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.data.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.data.load_state_dict(state)
-
-
-def random_teacher(run: RunConfig, directory: Path) -> Path:
-    """A checkpoint of random weights; the zero-initialised output head gets random weights too."""
-    model = CausalVideoDiT(run.model, run.text)
-    nn.init.normal_(model.head.head.weight, std=0.02)  # a zero head ignores the network (x0 = c_skip x)
-    return save_checkpoint(directory / "teacher", run, model.state_dict())
-
-
 def stage_networks(stage: Stage) -> dict[str, nn.Module]:
     """The stage's trained networks plus its frozen teacher, when it has one."""
     teacher = getattr(stage, "teacher", None)  # the teacher stage trains its network: it is in networks()
@@ -160,7 +130,7 @@ def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int, profile: b
     """Median step time, FLOPs per step and achieved rate of `steps` updates after one warm-up update; with
     `profile`, the overhead share of one more (profiled) update."""
     train = for_preset(name, PRESET)
-    data = TimedData(build_training_data(run, train))
+    data = InstrumentedData(build_training_data(run, train))
     stage = build_stage(name, run, train, init=None,
                         teacher=None if name == "teacher" else str(teacher), data=data)
     meter = FlopMeter(run)

@@ -83,7 +83,7 @@ class StreamingSession:
             self.compiled.ensure_current()
             pad_to = self.layout.budget - c
         context = self.memory.context(self.model, plans, pad_to)
-        if self.compiled is not None:
+        if self.compiled is not None and context is not None:  # None: a layout of the chunk alone
             context.allocate(c * self.run.tokens_per_frame)
         temporal = host_tensor([x for p in plans for x in p.chunk_positions], torch.float32, len(plans),
                                self.device)  # (B, c); not torch.tensor(list): see host_tensor
