@@ -38,10 +38,13 @@ def test_compiled_session_streams_what_the_eager_one_does_with_one_graph(run, mo
     assert not torch.equal(out, eager_out)  # it did run other kernels (else this test would prove nothing)
 
 
-def _first_pass(session: StreamingSession, compiled: bool) -> torch.Tensor:
-    """The velocity of the session's first denoising pass (fresh inputs each call: the same graph)."""
+def _first_pass(session: StreamingSession, compiled: bool, context: bool = True) -> torch.Tensor:
+    """The velocity of the session's first denoising pass (fresh inputs each call: the same graph);
+    context=False: the chunk alone (inputs of another structure)."""
     inputs, _ = session._chunk_inputs(session.memory.plan())
     inputs.forward = session.compiled if compiled else None
+    if not context:
+        inputs.context = None
     x = make_latents(session.run, session.batch, session.layout.chunk)
     timesteps = torch.full(x.shape[:2], 750.0)
     with torch.no_grad():
@@ -67,6 +70,25 @@ def test_frozen_weights_follow_parameter_changes_and_belong_to_their_model(run, 
     mine = _first_pass(session, True)
     torch.testing.assert_close(mine, _first_pass(session, False), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(mine, changed, rtol=1e-2, atol=1e-2)
+
+
+@needs_compiler
+def test_inputs_of_another_structure_compile_afresh(run, model):
+    # dynamo's guards on the inputs' Python structure are dropped (model/compiled.py): the forward's own
+    # structure check must notice a call the graph does not fit and compile for it
+    session = StreamingSession(model, run, make_cond(run, 1, 6), seed=0, layout=run_layout(run, LAYOUT),
+                               compile=True)
+    compiled, session.compiled = session.compiled, None
+    session.generate_chunk()
+    session.compiled = compiled
+    torch.testing.assert_close(_first_pass(session, True), _first_pass(session, False), rtol=1e-5, atol=1e-5)
+    alone = _first_pass(session, True, context=False)
+    assert session.compiled.compilations == 2
+    torch.testing.assert_close(alone, _first_pass(session, False, context=False), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(alone, _first_pass(session, False), rtol=1e-3, atol=1e-3)  # it did differ
+    back = _first_pass(session, True)  # and back: afresh again, the context's graph
+    assert session.compiled.compilations == 3
+    torch.testing.assert_close(back, _first_pass(session, False), rtol=1e-5, atol=1e-5)
 
 
 def test_without_a_compiler_it_warns_and_streams_eagerly(run, model, monkeypatch):
