@@ -33,9 +33,10 @@ memory's bookkeeping and data rendering count 0: they are the overhead the peak 
 Forwards per update (B = 4; sequences are [context | target] teacher-style forwards with a frame mask):
 - teacher: one trained forward over context (0..21 sampled sink/slow/fast frames) + target (3..21 frames).
 - ode-init: the student streams a real history (random length) into its memory (one no-grad commit forward per
-  chunk); the frozen teacher integrates 16 Euler steps with CFG (2 no-grad forwards each) over
-  [memory context | target (3..21 frames)]; then per target chunk, one trained student forward per student
-  level (4) against the memory, and a no-grad commit forward of the clean chunk before the next.
+  chunk); the frozen teacher runs the memory context once per prompt (2 no-grad forwards of 0..21 frames),
+  then integrates 16 Euler steps with CFG (2 no-grad forwards each) of the target (3..21 frames) against that
+  context's K/V (`TeacherInputs.sampler_velocity`); then per target chunk, one trained student forward per
+  student level (4) against the memory, and a no-grad commit forward of the clean chunk before the next.
 - stage1 / stage2: per critic update (2), a no-grad student rollout (per chunk: up to 4 denoising forwards and
   one commit forward, against the memory) and one trained critic forward over [memory context | target]; per
   generator update, a student rollout whose exit-step forwards of the target chunks are trained, two frozen

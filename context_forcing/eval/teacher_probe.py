@@ -166,7 +166,7 @@ def probe_teacher(model: CausalVideoDiT, run: RunConfig, probe: ProbeSet, sample
     if sample_steps:
         inputs = probe.inputs(True)
         weight = run.sampler.guidance if guidance is None else guidance
-        sample = euler_sample(lambda x, s: _velocity(model, inputs, x, s, weight), probe.noise,
+        sample = euler_sample(inputs.sampler_velocity(model, weight), probe.noise,
                               teacher_sigmas(sample_steps, run.sampler.shift)).clamp(-1, 1)
         as_pixels = lambda x: ((x + 1) * PX).permute(0, 1, 3, 4, 2).cpu().numpy()  # noqa: E731
         figures["sample_sharpness_ratio"] = (sharpness(as_pixels(sample))

@@ -4,6 +4,11 @@
 Context frames attend frame-causally to the context (never to the target); target frames attend to the
 whole context and bidirectionally among themselves. Temporal positions are contiguous from 0 over the
 real frames. Used alike by teacher training, ODE init and contextual DMD (teacher and critic).
+
+Since context frames never see the target, their K/V do not depend on it: a sampler that integrates the
+target over many steps (`sampler_velocity`: ODE init's teacher trajectories, the teacher probe) computes them
+once per prompt (`contexts`) and runs only the target frames against them, as a chunk step runs against its
+memory; the same velocities within float rounding.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import torch
 from torch import Tensor
 
 from context_forcing.conditioning import Conditioning, concat_frames
-from context_forcing.diffusion.samplers import guided
+from context_forcing.diffusion.samplers import Velocity, guided
+from context_forcing.diffusion.schedule import timesteps_of
 from context_forcing.memory.plan import ChunkPlan
 from context_forcing.memory.slow_fast import SlowFastMemory
+from context_forcing.model.attention import AttentionContext
 from context_forcing.model.dit import CausalVideoDiT, PromptContext
 
 
@@ -48,21 +55,70 @@ class TeacherInputs:
         """`model`'s encoded prompt and null prompt (for `target_velocity` calls that share them)."""
         return model.encode_prompt(self.cond), model.encode_prompt(self.cond.null_prompt())
 
+    def contexts(self, model: CausalVideoDiT, prompts: tuple[PromptContext, PromptContext],
+                 guided: bool = True) -> tuple[AttentionContext, AttentionContext | None] | None:
+        """`model`'s K/V of the clean context frames under the prompt and (when `guided`) the null prompt, for
+        `target_velocity` calls that share them (module docstring); None without context frames."""
+        if self.num_context == 0:
+            return None
+        conds = (self.cond, self.cond.null_prompt() if guided else None)
+        return (self._context_kv(model, conds[0], prompts[0]),
+                self._context_kv(model, conds[1], prompts[1]) if guided else None)
+
+    def _context_kv(self, model: CausalVideoDiT, cond: Conditioning,
+                    prompt: PromptContext) -> AttentionContext:
+        n, (b, _, _, h, w) = self.num_context, self.latents.shape
+        grid = (h // model.cfg.patch[1], w // model.cfg.patch[2])
+        own = cond.frames(slice(0, n))
+        out = model(self.latents[:, :n], self.latents.new_zeros(b, n), prompt, self.temporal[:, :n], own,
+                    frame_mask=self.frame_mask[:, :n, :n], return_kv=True)
+        # per layer (B, n * Lf, H, hd) -> (layers, B, n, Lf, H, hd), rotated at the context's positions
+        keys, values = (torch.stack(parts).unflatten(2, (n, grid[0] * grid[1])) for parts in zip(*out.kv))
+        spatial = model.spatial_positions(own, b, n, grid, self.latents.device)
+        return model.prepare_context(keys, values, self.temporal[:, :n], spatial, self.context_valid)
+
     def target_velocity(self, model: CausalVideoDiT, target: Tensor, target_timesteps: Tensor,
                         guidance: float | None = None,
-                        prompts: tuple[PromptContext, PromptContext] | None = None) -> Tensor:
+                        prompts: tuple[PromptContext, PromptContext] | None = None,
+                        contexts: tuple[AttentionContext, AttentionContext | None] | None = None) -> Tensor:
         """`model`'s velocity of the target frames over [context | target] (B, T, C, H, W), at the given
         (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given.
-        `prompts`: `self.prompts(model)` computed once by a caller that integrates over many calls."""
-        seq, timesteps = self.with_target(target), self.timesteps(target_timesteps)
+        `prompts`: `self.prompts(model)` computed once by a caller that integrates over many calls;
+        `contexts`: `self.contexts(model, prompts)` likewise (then only the target frames run)."""
+        if contexts is not None and prompts is None:
+            raise ValueError("target_velocity: contexts are computed under given prompts; pass those prompts")
+        n = self.num_context
+        if contexts is not None:
+            b = target.shape[0]
+            timesteps = target_timesteps.reshape(b, -1).expand(b, self.num_target).to(self.latents.dtype)
 
-        def forward(cond: Conditioning, index: int) -> Tensor:
-            prompt = prompts[index] if prompts is not None else model.encode_prompt(cond)
-            out = model(seq, timesteps, prompt, self.temporal, cond, frame_mask=self.frame_mask).velocity
-            return out[:, self.num_context:]
+            def forward(cond: Conditioning, index: int) -> Tensor:
+                own = cond.frames(slice(n, None))
+                return model(target, timesteps, prompts[index], self.temporal[:, n:], own,
+                             context=contexts[index]).velocity
+        else:
+            seq, timesteps = self.with_target(target), self.timesteps(target_timesteps)
+
+            def forward(cond: Conditioning, index: int) -> Tensor:
+                prompt = prompts[index] if prompts is not None else model.encode_prompt(cond)
+                out = model(seq, timesteps, prompt, self.temporal, cond, frame_mask=self.frame_mask).velocity
+                return out[:, n:]
 
         v = forward(self.cond, 0)
         return v if guidance is None else guided(v, forward(self.cond.null_prompt(), 1), guidance)
+
+    def sampler_velocity(self, model: CausalVideoDiT, guidance: float | None,
+                         num_train_timesteps: int = 1000) -> Velocity:
+        """v(x, sigma) of the target for a multi-step sampler: the prompts and the context's K/V computed
+        once, each step runs the target frames only."""
+        prompts = self.prompts(model)
+        contexts = self.contexts(model, prompts, guided=guidance is not None)
+
+        def velocity(x: Tensor, sigma: Tensor) -> Tensor:
+            return self.target_velocity(model, x, timesteps_of(sigma, num_train_timesteps), guidance, prompts,
+                                        contexts)
+
+        return velocity
 
 
 def teacher_inputs(context_latents: Tensor, context_valid: Tensor, context_cond: Conditioning,

@@ -68,11 +68,8 @@ def teacher_trajectory(teacher: CausalVideoDiT, inputs: TeacherInputs, noise: Te
                        keep: Tensor, guidance: float,
                        num_train_timesteps: int) -> tuple[list[Tensor], Tensor]:
     """Euler with CFG along `grid`; returns the states at the grid levels in `keep` and the end point x0."""
-    prompts = inputs.prompts(teacher)  # once for the whole trajectory
-
-    def velocity(x: Tensor, sigma: Tensor) -> Tensor:  # x (B, T, C, H, W) target, sigma (B, T)
-        return inputs.target_velocity(teacher, x, timesteps_of(sigma, num_train_timesteps), guidance, prompts)
-
+    # x (B, T, C, H, W) target, sigma (B, T); prompts and the context's K/V once for the whole trajectory
+    velocity = inputs.sampler_velocity(teacher, guidance, num_train_timesteps)
     kept: list[Tensor] = []
     x0 = euler_sample(velocity, noise, grid, trajectory=kept, record=keep)
     return kept, x0

@@ -57,3 +57,30 @@ def test_target_velocity_guides_with_the_null_prompt_and_reuses_given_prompts(ru
     assert (v_c - v_u).abs().max() > 1e-3  # the prompt matters, so a guidance that ignored it would fail
     torch.testing.assert_close(guided, v_u + 4.0 * (v_c - v_u), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(reused, guided, rtol=0, atol=0)
+
+
+def test_context_computed_once_gives_the_full_sequence_velocity(run, model):
+    # ODE init and the teacher probe run the context once per prompt, then the target frames alone against its
+    # K/V (`contexts`, `sampler_velocity`): the velocity of [context | target], padding and guidance included
+    cond = make_cond(run, 2, N + T)
+    latents = make_latents(run, 2, N + T)
+    valid = torch.tensor([[True] * N, [True] * 4 + [False] * 2])
+    inputs = teacher_inputs(latents[:, :N], valid, cond.frames(slice(0, N)), latents[:, N:],
+                            cond.frames(slice(N, None)))
+    sigma = torch.tensor([[0.3] * T, [0.7] * T])
+    with torch.no_grad():
+        full = inputs.target_velocity(model, latents[:, N:], 1000 * sigma, 3.0)
+        prompts = inputs.prompts(model)
+        contexts = inputs.contexts(model, prompts)
+        cached = inputs.target_velocity(model, latents[:, N:], 1000 * sigma, 3.0, prompts, contexts)
+        sampled = inputs.sampler_velocity(model, 3.0)(latents[:, N:], sigma)
+        unguided = inputs.sampler_velocity(model, None)(latents[:, N:], sigma)
+        plain = inputs.target_velocity(model, latents[:, N:], 1000 * sigma)
+    assert full.abs().mean() > 0.1 and contexts[1] is not None
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sampled, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(unguided, plain, rtol=1e-5, atol=1e-5)
+    assert inputs.contexts(model, prompts, guided=False)[1] is None
+    empty = teacher_inputs(latents[:, :0], valid[:, :0], cond.frames(slice(0, 0)), latents[:, N:],
+                           cond.frames(slice(N, None)))
+    assert empty.contexts(model, prompts) is None  # no context: the sequence is the target
