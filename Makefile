@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test browser screenshot bench-serve test-slow lint bench soak bench-train profile train-panworld train-panworld-all train-panworld-drift train-panworld-lowcfg train-panworld-8tok eval-panworld-all eval-panworld-8tok results-panworld ship-panworld clean
+.PHONY: setup demo test browser screenshot bench-serve test-slow lint bench soak bench-train profile train-panworld train-panworld-all train-panworld-drift train-panworld-lowcfg train-panworld-8tok eval-panworld-all eval-panworld-g46 eval-panworld-8tok results-panworld ship-panworld clean
 
 setup: $(STAMP)
 
@@ -109,7 +109,7 @@ train-panworld-all: train-panworld
 	$(TRAIN) stage2 --preset panworld --run-dir $(RUNS)/stage2-similarity16b --teacher $(TEACHER16) \
 		--init $(RUNS)/stage1-16b --memory sink3-slow12-fast6 --steps 150 $(PATCH16) $(PROBE)
 
-# Against the student's free-rollout drift (docs/RESULTS.md, "The free-rollout drift"): 60 more Stage 2 updates
+# Against the student's free-rollout drift (docs/RESULTS.md, "How the shipped set was found"): 60 more Stage 2 updates
 # of the Context Forcing student, (a) with rollouts of 120-240 frames, (b) at teacher guidance 1 and (c) 2.5
 # (Stage 2's: 6); then (b) continued to 150 updates (a copy of its run directory, resumed), and (b) with teacher
 # and critic seeing the target window only (the context-teacher ablation). The reported runs
@@ -127,9 +127,10 @@ train-panworld-drift: train-panworld
 	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-g1-noctx $(DRIFT) --steps 60 --set dmd.guidance=1 \
 		--set dmd.teacher_context=none
 
-# The low-guidance chain (docs/RESULTS.md, "The free-rollout drift"): the recipe's ODE init from the shipped teacher,
-# Stage 1 and Stage 2 at teacher guidance 1 (the recipe's: 4 and 6), Stage 2 straight from the ODE init, and
-# the comparison's baselines on this line (Self-Forcing-style, LongLive-style; issue 8's updates).
+# The shipped students (since the swap after commit a46feb7; docs/RESULTS.md): the recipe's ODE init from the
+# shipped teacher, Stage 1 and Stage 2 at teacher guidance 1 (before: 4 and 6), Stage 2 straight from the ODE
+# init (an ablation), and the comparison's baselines on this line (Self-Forcing-style, LongLive-style; issue 8's
+# updates). make ship-panworld exports stage2-16c-g1, sf-style16c-g1-b and longlive-style16c-g1.
 LOWCFG = --preset panworld --teacher $(SHIPPED)/teacher --memory $(STUDENT_MEMORY) $(PATCH16) --set probe_every=50
 # the baselines on that line (as in train-panworld-all, from ode-init16c, every DMD stage at guidance 1)
 LOWCFG_BASE = --preset panworld --teacher $(SHIPPED)/teacher $(PATCH16) --set probe_every=50 --set dmd.guidance=1
@@ -186,13 +187,12 @@ COMPARED := student:$(SHIPPED)/student: \
 	self-forcing-style:$(SHIPPED)/self-forcing-style: \
 	longlive-style:$(SHIPPED)/longlive-style: \
 	infinity-rope-style:$(SHIPPED)/self-forcing-style:sink3-window18 \
+	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
+	student_sink3-window18:$(SHIPPED)/student:sink3-window18 \
+	ode-init16c:$(RUNS)/ode-init16c: \
 	stage1:$(RUNS)/stage1-16b: \
 	ode-init16b:$(RUNS)/ode-init16b: \
 	stage2-similarity:$(RUNS)/stage2-similarity16b: \
-	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
-	student_sink3-window18:$(SHIPPED)/student:sink3-window18 \
-	student_uniform8:$(SHIPPED)/student:sink3-slow12-fast6:uniform8 \
-	student_uniform16:$(SHIPPED)/student:sink3-slow12-fast6:uniform16 \
 	stage2-long16:$(RUNS)/stage2-long16: \
 	stage2-g1:$(RUNS)/stage2-g1: \
 	stage2-g2.5:$(RUNS)/stage2-g2.5: \
@@ -201,6 +201,16 @@ COMPARED := student:$(SHIPPED)/student: \
 	stage1-16c-g1:$(RUNS)/stage1-16c-g1: \
 	stage2-16c-g1-direct:$(RUNS)/stage2-16c-g1-direct: \
 	stage2-16c-g1:$(RUNS)/stage2-16c-g1:
+# the previous set (DMD at guidance 4 / 6, shipped until commit a46feb7): its run directories (make
+# train-panworld-all; its reports were measured on the float16 exports, these run in float32)
+COMPARED_G46 := student:$(RUNS)/stage2-16b: \
+	self-forcing-style:$(RUNS)/sf-style16c-b: \
+	longlive-style:$(RUNS)/longlive-style16c: \
+	infinity-rope-style:$(RUNS)/sf-style16c-b:sink3-window18 \
+	student_similarity0.95:$(RUNS)/stage2-16b:sink3-slow12-fast6:similarity0.95 \
+	student_sink3-window18:$(RUNS)/stage2-16b:sink3-window18 \
+	student_uniform8:$(RUNS)/stage2-16b:sink3-slow12-fast6:uniform8 \
+	student_uniform16:$(RUNS)/stage2-16b:sink3-slow12-fast6:uniform16
 # the first line's models are no longer shipped: their run directories (make train-panworld-8tok)
 COMPARED_8TOK := student:$(RUNS)/stage2: \
 	self-forcing-style:$(RUNS)/sf-style-b: \
@@ -224,6 +234,8 @@ define evaluate
 endef
 eval-panworld-all: setup
 	$(call evaluate,$(COMPARED),$(RESULTS))
+eval-panworld-g46: setup
+	$(call evaluate,$(COMPARED_G46),$(RESULTS)/g46)
 eval-panworld-8tok: setup
 	$(call evaluate,$(COMPARED_8TOK),$(RESULTS)/8tok)
 
@@ -232,9 +244,10 @@ TABLE := $(BIN)/context-forcing table
 REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast6 oracle_sink3-window18 \
 	oracle_window-21 chance
 BASELINES := self-forcing-style infinity-rope-style longlive-style student
-ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1 ode-init16b
-DRIFT_ROWS := student student_uniform8 student_uniform16 stage2-long16 stage2-g2.5 stage2-g1 stage2-g1-150 \
-	stage2-g1-noctx stage2-16c-g1-direct stage2-16c-g1
+ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-16c-g1-direct stage1-16c-g1 ode-init16c
+DRIFT_ROWS := g46/student g46/student_uniform8 g46/student_uniform16 stage2-long16 stage2-g2.5 stage2-g1 \
+	stage2-g1-150 stage2-g1-noctx stage2-16c-g1-direct stage2-16c-g1
+ABLATIONS_G46 := g46/student g46/student_similarity0.95 g46/student_sink3-window18 stage2-similarity stage1 ode-init16b
 ABLATIONS_8TOK := student student_similarity0.95 student_sink3-window18 stage2-similarity stage1
 results-panworld: setup
 	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/%_64s.json) \
@@ -244,6 +257,11 @@ results-panworld: setup
 	$(TABLE) $(ABLATIONS:%=$(RESULTS)/%_64s.json) --out $(RESULTS)/ablations_64s.md
 	$(TABLE) $(DRIFT_ROWS:%=$(RESULTS)/%_64s.json) --out $(RESULTS)/drift_64s.md
 	$(TABLE) $(DRIFT_ROWS:%=$(RESULTS)/%_128s.json) --out $(RESULTS)/drift_128s.md
+	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/g46/%_64s.json) \
+		--out $(RESULTS)/g46/comparison_64s.md --plot docs/images/g46/comparison_revisits_64s.png
+	$(TABLE) $(REFS:%=docs/results/128s/%.json) $(BASELINES:%=$(RESULTS)/g46/%_128s.json) \
+		--out $(RESULTS)/g46/comparison_128s.md --plot docs/images/g46/comparison_revisits_128s.png
+	$(TABLE) $(ABLATIONS_G46:%=$(RESULTS)/%_64s.json) --out $(RESULTS)/g46/ablations_64s.md
 	$(TABLE) $(REFS:%=docs/results/%.json) $(BASELINES:%=$(RESULTS)/8tok/%_64s.json) \
 		--out $(RESULTS)/8tok/comparison_64s.md --plot docs/images/8tok/comparison_revisits_64s.png
 	$(TABLE) $(REFS:%=docs/results/128s/%.json) $(BASELINES:%=$(RESULTS)/8tok/%_128s.json) \
@@ -254,9 +272,9 @@ results-panworld: setup
 ship-panworld: setup
 	$(BIN)/python -c "from context_forcing.model.shipped import export_checkpoint as e; \
 		e('$(TEACHER16)', 'context_forcing/checkpoints/panworld/teacher'); \
-		e('$(RUNS)/stage2-16b', 'context_forcing/checkpoints/panworld/student'); \
-		e('$(RUNS)/sf-style16c-b', 'context_forcing/checkpoints/panworld/self-forcing-style'); \
-		e('$(RUNS)/longlive-style16c', 'context_forcing/checkpoints/panworld/longlive-style')"
+		e('$(RUNS)/stage2-16c-g1', 'context_forcing/checkpoints/panworld/student'); \
+		e('$(RUNS)/sf-style16c-g1-b', 'context_forcing/checkpoints/panworld/self-forcing-style'); \
+		e('$(RUNS)/longlive-style16c-g1', 'context_forcing/checkpoints/panworld/longlive-style')"
 
 clean:
 	rm -rf $(VENV) demo
