@@ -33,6 +33,11 @@ class AttentionContext:
     def length(self) -> int:
         return self.keys[0].shape[2]
 
+    @property
+    def allocated(self) -> tuple[int, ...]:
+        """The layers whose [context | own] buffers exist (`buffers`, `allocate`)."""
+        return tuple(self._buffers)
+
     def buffers(self, layer: int, own: int) -> tuple[Tensor, Tensor]:
         """Preallocated [context | own] K and V (B, Lc + own, H, hd) of `layer`, the context written once per
         chunk; every call of the chunk writes only its own `own` tokens into the tail (no per-call `cat`).

@@ -62,7 +62,7 @@ def _structure(x: Tensor, timesteps: Tensor, prompt: PromptContext, cond: Condit
     return (x.shape, timesteps.shape, len(prompt.keys),
             None if cond is None else tuple(getattr(cond, name) is None for name in _COND_FIELDS),
             None if context is None else (len(context.keys), context.keys[0].shape, context.valid is None,
-                                          tuple(context._buffers)),
+                                          context.allocated),
             None if prepared is None else type(prepared.mask))
 
 
