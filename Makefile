@@ -189,6 +189,8 @@ COMPARED := student:$(SHIPPED)/student: \
 	infinity-rope-style:$(SHIPPED)/self-forcing-style:sink3-window18 \
 	student_similarity0.95:$(SHIPPED)/student:sink3-slow12-fast6:similarity0.95 \
 	student_sink3-window18:$(SHIPPED)/student:sink3-window18 \
+	student_uniform8:$(SHIPPED)/student:sink3-slow12-fast6:uniform8 \
+	student_uniform16:$(SHIPPED)/student:sink3-slow12-fast6:uniform16 \
 	ode-init16c:$(RUNS)/ode-init16c: \
 	stage1:$(RUNS)/stage1-16b: \
 	ode-init16b:$(RUNS)/ode-init16b: \
