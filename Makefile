@@ -129,8 +129,8 @@ train-panworld-drift: train-panworld
 
 # The shipped students (since the swap after commit a46feb7; docs/RESULTS.md): the recipe's ODE init from the
 # shipped teacher, Stage 1 and Stage 2 at teacher guidance 1 (before: 4 and 6), Stage 2 straight from the ODE
-# init (an ablation), and the comparison's baselines on this line (Self-Forcing-style, LongLive-style; issue 8's
-# updates). make ship-panworld exports stage2-16c-g1, sf-style16c-g1-b and longlive-style16c-g1.
+# init (an ablation), the comparison's baselines on this line (Self-Forcing-style, LongLive-style; issue 8's
+# updates) and the trained admission ablation (Stage 2 with similarity admission). make ship-panworld exports stage2-16c-g1, sf-style16c-g1-b and longlive-style16c-g1.
 LOWCFG = --preset panworld --teacher $(SHIPPED)/teacher --memory $(STUDENT_MEMORY) $(PATCH16) --set probe_every=50
 # the baselines on that line (as in train-panworld-all, from ode-init16c, every DMD stage at guidance 1)
 LOWCFG_BASE = --preset panworld --teacher $(SHIPPED)/teacher $(PATCH16) --set probe_every=50 --set dmd.guidance=1
@@ -148,6 +148,8 @@ train-panworld-lowcfg: setup
 		--memory sink3-window18 --steps 150 --set dmd.teacher_context=none
 	$(TRAIN) stage1 --run-dir $(RUNS)/sf-style16c-g1-b $(LOWCFG_BASE) --init $(RUNS)/sf-style16c-g1 \
 		--memory window-21:absolute --steps 150
+	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-similarity16c-g1 $(LOWCFG_BASE) --init $(RUNS)/stage1-16c-g1 \
+		--memory sink3-slow12-fast6 --steps 150
 
 # The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
 # updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,
@@ -192,6 +194,7 @@ COMPARED := student:$(SHIPPED)/student: \
 	student_uniform8:$(SHIPPED)/student:sink3-slow12-fast6:uniform8 \
 	student_uniform16:$(SHIPPED)/student:sink3-slow12-fast6:uniform16 \
 	ode-init16c:$(RUNS)/ode-init16c: \
+	stage2-similarity16c-g1:$(RUNS)/stage2-similarity16c-g1: \
 	stage1:$(RUNS)/stage1-16b: \
 	ode-init16b:$(RUNS)/ode-init16b: \
 	stage2-similarity:$(RUNS)/stage2-similarity16b: \
@@ -246,7 +249,8 @@ TABLE := $(BIN)/context-forcing table
 REFS := ground-truth oracle_sink3-slow12-fast6_uniform4 oracle_sink3-slow12-fast6 oracle_sink3-window18 \
 	oracle_window-21 chance
 BASELINES := self-forcing-style infinity-rope-style longlive-style student
-ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-16c-g1-direct stage1-16c-g1 ode-init16c
+ABLATIONS := student student_similarity0.95 student_sink3-window18 stage2-similarity16c-g1 stage2-16c-g1-direct \
+	stage1-16c-g1 ode-init16c
 DRIFT_ROWS := g46/student g46/student_uniform8 g46/student_uniform16 stage2-long16 stage2-g2.5 stage2-g1 \
 	stage2-g1-150 stage2-g1-noctx stage2-16c-g1-direct stage2-16c-g1
 ABLATIONS_G46 := g46/student g46/student_similarity0.95 g46/student_sink3-window18 stage2-similarity stage1 ode-init16b
