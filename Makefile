@@ -130,7 +130,7 @@ train-panworld-drift: train-panworld
 # The shipped students (since the swap after commit a46feb7; docs/RESULTS.md): the recipe's ODE init from the
 # shipped teacher, Stage 1 and Stage 2 at teacher guidance 1 (before: 4 and 6), Stage 2 straight from the ODE
 # init (an ablation), the comparison's baselines on this line (Self-Forcing-style, LongLive-style; issue 8's
-# updates) and the trained admission ablation (Stage 2 with similarity admission). make ship-panworld exports stage2-16c-g1, sf-style16c-g1-b and longlive-style16c-g1.
+# updates), the trained admission ablation (Stage 2 with similarity admission) and Stage 2 with uniform8. make ship-panworld exports stage2-16c-g1, sf-style16c-g1-b and longlive-style16c-g1.
 LOWCFG = --preset panworld --teacher $(SHIPPED)/teacher --memory $(STUDENT_MEMORY) $(PATCH16) --set probe_every=50
 # the baselines on that line (as in train-panworld-all, from ode-init16c, every DMD stage at guidance 1)
 LOWCFG_BASE = --preset panworld --teacher $(SHIPPED)/teacher $(PATCH16) --set probe_every=50 --set dmd.guidance=1
@@ -150,6 +150,8 @@ train-panworld-lowcfg: setup
 		--memory window-21:absolute --steps 150
 	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-similarity16c-g1 $(LOWCFG_BASE) --init $(RUNS)/stage1-16c-g1 \
 		--memory sink3-slow12-fast6 --steps 150
+	$(TRAIN) stage2 --run-dir $(RUNS)/stage2-16c-g1-u8 $(LOWCFG_BASE) --init $(RUNS)/stage1-16c-g1 \
+		--memory sink3-slow12-fast6:uniform8 --steps 150
 
 # The first line (8 tokens per frame, shipped until commit 4672f35; docs/RESULTS.md, "The first line"): teacher 1000
 # updates at shift 5, then 4000 more at shift 2 with ERFT from update 250; ODE init distils its update-1000 weights,
@@ -195,6 +197,7 @@ COMPARED := student:$(SHIPPED)/student: \
 	student_uniform16:$(SHIPPED)/student:sink3-slow12-fast6:uniform16 \
 	ode-init16c:$(RUNS)/ode-init16c: \
 	stage2-similarity16c-g1:$(RUNS)/stage2-similarity16c-g1: \
+	stage2-16c-g1-u8:$(RUNS)/stage2-16c-g1-u8: \
 	stage1:$(RUNS)/stage1-16b: \
 	ode-init16b:$(RUNS)/ode-init16b: \
 	stage2-similarity:$(RUNS)/stage2-similarity16b: \
