@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     gen.add_argument("--compile", action="store_true",
                      help="compile the chunk step with frozen weights (inductor, a C++ compiler): "
-                          "1.3-1.6x faster chunks on CPU after ~15 s of compilation; "
+                          "1.3-1.9x faster chunks on CPU after ~15 s of compilation; "
                           "needs a memory with a budget (not `full`)")
     from context_forcing.cli_scripted import add_scripted_arguments
 

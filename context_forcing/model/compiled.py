@@ -3,7 +3,7 @@
 `torch.compile(dynamic=False)` of the whole `CausalVideoDiT.forward` with inductor's `freezing` and
 `cpp_wrapper`: the weights become constants (the fused q/k/v concatenation folded, GEMM weights prepacked),
 the elementwise work between GEMMs becomes a few generated C++ loops and no Python runs between ops. On this
-project's CPU the frozen benchmark config's chunks run 1.3-1.6x faster (docs/BENCHMARKS.md, "Compiled chunk
+project's CPU the frozen benchmark config's chunks run 1.3-1.9x faster (docs/BENCHMARKS.md, "Compiled chunk
 step").
 
 Shapes are fixed: a session that compiles pads its context to the layout's budget (`SlowFastMemory.context`'s

@@ -38,7 +38,7 @@ class StreamingSession:
     """Generates a batch of videos chunk by chunk. Sample b's randomness comes from
     (seed, samples[b], chunk).
 
-    compile: run the model's forward compiled with frozen weights (`model/compiled.py`: 1.3-1.6x faster chunks
+    compile: run the model's forward compiled with frozen weights (`model/compiled.py`: 1.3-1.9x faster chunks
     on CPU after a one-time compilation of ~15 s; the context padded to the layout's budget, outputs within
     float rounding of the eager forward's). Needs a layout with a budget.
     """

@@ -55,15 +55,14 @@ class TeacherInputs:
         """`model`'s encoded prompt and null prompt (for `target_velocity` calls that share them)."""
         return model.encode_prompt(self.cond), model.encode_prompt(self.cond.null_prompt())
 
-    def contexts(self, model: CausalVideoDiT, prompts: tuple[PromptContext, PromptContext],
-                 guided: bool = True) -> tuple[AttentionContext, AttentionContext | None] | None:
-        """`model`'s K/V of the clean context frames under the prompt and (when `guided`) the null prompt, for
+    def contexts(self, model: CausalVideoDiT, prompts: tuple[PromptContext, PromptContext]
+                 ) -> tuple[AttentionContext, AttentionContext] | None:
+        """`model`'s K/V of the clean context frames under the prompt and the null prompt, for
         `target_velocity` calls that share them (module docstring); None without context frames."""
         if self.num_context == 0:
             return None
-        conds = (self.cond, self.cond.null_prompt() if guided else None)
-        return (self._context_kv(model, conds[0], prompts[0]),
-                self._context_kv(model, conds[1], prompts[1]) if guided else None)
+        return (self._context_kv(model, self.cond, prompts[0]),
+                self._context_kv(model, self.cond.null_prompt(), prompts[1]))
 
     def _context_kv(self, model: CausalVideoDiT, cond: Conditioning,
                     prompt: PromptContext) -> AttentionContext:
@@ -80,7 +79,7 @@ class TeacherInputs:
     def target_velocity(self, model: CausalVideoDiT, target: Tensor, target_timesteps: Tensor,
                         guidance: float | None = None,
                         prompts: tuple[PromptContext, PromptContext] | None = None,
-                        contexts: tuple[AttentionContext, AttentionContext | None] | None = None) -> Tensor:
+                        contexts: tuple[AttentionContext, AttentionContext] | None = None) -> Tensor:
         """`model`'s velocity of the target frames over [context | target] (B, T, C, H, W), at the given
         (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given.
         `prompts`: `self.prompts(model)` computed once by a caller that integrates over many calls;
@@ -112,7 +111,7 @@ class TeacherInputs:
         """v(x, sigma) of the target for a multi-step sampler: the prompts and the context's K/V computed
         once, each step runs the target frames only."""
         prompts = self.prompts(model)
-        contexts = self.contexts(model, prompts, guided=guidance is not None)
+        contexts = self.contexts(model, prompts)  # the null prompt's too: one short pass, once
 
         def velocity(x: Tensor, sigma: Tensor) -> Tensor:
             return self.target_velocity(model, x, timesteps_of(sigma, num_train_timesteps), guidance, prompts,
