@@ -3,6 +3,7 @@
 Prints exactly one JSON document on stdout (progress on stderr). A few minutes (threads: the core count unless
 given; `--threads 1` pairs runs on a busy machine):
     .venv/bin/python benchmarks/training.py [--threads 1] [--stages teacher stage1] [--steps 3] [--no-profile]
+        [--guidance 1]
 Each stage is built by the `train` command's registry (`build_stage`) with its default panworld config
 (`for_preset(stage, "panworld")`: batch 4, no accumulation, 21-frame rollouts / targets, ODE grid of 16
 teacher steps, 2 critic updates per generator update). Distillation stages load a random-weight teacher from a
@@ -54,6 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +129,14 @@ def stage_networks(stage: Stage) -> dict[str, nn.Module]:
     return {**stage.networks(), **({"teacher": teacher} if teacher is not None else {})}
 
 
-def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int, profile: bool) -> dict:
+def bench_stage(name: str, run: RunConfig, teacher: Path, steps: int, profile: bool,
+                guidance: float | None = None) -> dict:
     """Median step time, FLOPs per step and achieved rate of `steps` updates after one warm-up update; with
-    `profile`, the overhead share of one more (profiled) update."""
+    `profile`, the overhead share of one more (profiled) update. guidance: the teacher's CFG weight in the
+    distillation stages (None: the preset's)."""
     train = for_preset(name, PRESET)
+    if guidance is not None:
+        train = replace(train, dmd=replace(train.dmd, guidance=guidance))
     data = InstrumentedData(build_training_data(run, train))
     stage = build_stage(name, run, train, init=None,
                         teacher=None if name == "teacher" else str(teacher), data=data)
@@ -185,9 +191,14 @@ def main() -> int:
                         help="torch CPU threads (the peak is measured with them); default: the core count")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the profiled update (no overhead share)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="the teacher's CFG weight in the distillation stages (default: the preset's, 4; "
+                             "the shipped line trains at 1)")
     args = parser.parse_args()
     if args.steps < 1 or args.threads < 1:
         parser.error("--steps and --threads must be >= 1")
+    if args.guidance is not None and args.guidance < 0:
+        parser.error(f"--guidance must be >= 0, got {args.guidance}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     run = get_preset(PRESET)
@@ -197,7 +208,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         teacher = random_teacher(run, Path(tmp))
         for name in args.stages:
-            results[name] = bench_stage(name, run, teacher, args.steps, args.profile)
+            results[name] = bench_stage(name, run, teacher, args.steps, args.profile, args.guidance)
     # the peak is the machine's: the better of two reads is the less disturbed
     peaks.append(matmul_peak_gflops())
     peak = max(peaks)
@@ -215,6 +226,7 @@ def main() -> int:
         "matmul_peak_gflops_before_after": [round(p, 2) for p in peaks],
         "matmul_peak_gflops_cpu_time": round(peak_cpu, 2),
         "timed_steps": args.steps,
+        "guidance": args.guidance if args.guidance is not None else for_preset("stage1", PRESET).dmd.guidance,
         "stages": results,
     }
     print(json.dumps(out, indent=2))

@@ -81,7 +81,8 @@ class TeacherInputs:
                         prompts: tuple[PromptContext, PromptContext] | None = None,
                         contexts: tuple[AttentionContext, AttentionContext] | None = None) -> Tensor:
         """`model`'s velocity of the target frames over [context | target] (B, T, C, H, W), at the given
-        (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given.
+        (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given
+        (weight 1 is the conditional velocity itself, computed without the null prompt's forward).
         `prompts`: `self.prompts(model)` computed once by a caller that integrates over many calls;
         `contexts`: `self.contexts(model, prompts)` likewise (then only the target frames run)."""
         if contexts is not None and prompts is None:
@@ -104,7 +105,9 @@ class TeacherInputs:
                 return out[:, n:]
 
         v = forward(self.cond, 0)
-        return v if guidance is None else guided(v, forward(self.cond.null_prompt(), 1), guidance)
+        if guidance is None or guidance == 1:  # v_u + 1 (v_c - v_u) is v_c: no null-prompt forward
+            return v
+        return guided(v, forward(self.cond.null_prompt(), 1), guidance)
 
     def sampler_velocity(self, model: CausalVideoDiT, guidance: float | None,
                          num_train_timesteps: int = 1000) -> Velocity:

@@ -83,6 +83,18 @@ def test_gelu_tanh_matches_torch():
     torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"), rtol=1e-6, atol=1e-6)
 
 
+def test_gelu_tanh_under_autograd_keeps_the_forward_and_has_torch_s_gradient():
+    x = torch.linspace(-12, 12, 10001, requires_grad=True)
+    y = gelu_tanh(x)
+    torch.testing.assert_close(y.detach(), gelu_tanh(x.detach()), rtol=0, atol=0)  # a trained forward's bits
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad((y * weights).sum(), x)
+    (expected,) = torch.autograd.grad((F.gelu(x, approximate="tanh") * weights).sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6)
+    small = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gelu_tanh, (small,))  # the backward is the forward's derivative
+
+
 def test_chunk_calls_share_prepared_frames_with_the_same_result(run, model):
     prompt, x, pos, cond, context = _chunk_setup(run, model)
     inputs = ChunkInputs(prompt, pos, cond, context)

@@ -59,6 +59,27 @@ def test_target_velocity_guides_with_the_null_prompt_and_reuses_given_prompts(ru
     torch.testing.assert_close(reused, guided, rtol=0, atol=0)
 
 
+def test_guidance_one_is_the_conditional_velocity_without_a_null_prompt_forward(run, model):
+    cond = make_cond(run, 2, N + T)
+    latents = make_latents(run, 2, N + T)
+    inputs = teacher_inputs(latents[:, :N], torch.ones(2, N, dtype=torch.bool), cond.frames(slice(0, N)),
+                            latents[:, N:], cond.frames(slice(N, None)))
+    t = torch.tensor([300.0, 700.0])
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with torch.no_grad():
+            v_c = inputs.target_velocity(model, latents[:, N:], t)
+            counted = len(calls)
+            one = inputs.target_velocity(model, latents[:, N:], t, guidance=1.0)
+            v_u = replace(inputs, cond=inputs.cond.null_prompt()).target_velocity(model, latents[:, N:], t)
+    finally:
+        hook.remove()
+    assert len(calls) == 3 * counted  # guidance 1 ran as many forwards as no guidance
+    torch.testing.assert_close(one, v_c, rtol=0, atol=0)
+    torch.testing.assert_close(one, v_u + 1.0 * (v_c - v_u), rtol=1e-6, atol=1e-6)  # what CFG at w = 1 gives
+
+
 def test_context_computed_once_gives_the_full_sequence_velocity(run, model):
     # ODE init and the teacher probe run the context once per prompt, then the target frames alone against its
     # K/V (`contexts`, `sampler_velocity`): the velocity of [context | target], padding and guidance included

@@ -289,3 +289,20 @@ def test_clipping_caps_the_gradient_norm(clip):
     assert norm == pytest.approx(float(unclipped), rel=1e-6) and norm > clip  # the pre-clip norm is reported
     moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.parameters(), before)]).norm()
     torch.testing.assert_close(moved, torch.tensor(clip), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 100.0])  # a norm below the clip (no scaling) and far above it
+def test_clipping_updates_as_torch_s_clip_grad_norm(scale):
+    updated = []
+    for ours in (True, False):
+        net, x, y = _regression(1)
+        (scale * ((net(x) - y) ** 2).mean()).backward()
+        opt = torch.optim.SGD(net.parameters(), lr=1.0)
+        if ours:
+            clip_and_step(opt, 1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+        updated.append([p.detach() for p in net.parameters()])
+    for p, expected in zip(*updated):
+        torch.testing.assert_close(p, expected, rtol=0, atol=0)
