@@ -35,19 +35,22 @@ class RolloutResult:
     # teacher context at `context_chunk` (latents, valid, cond)
     context: tuple[Tensor, Tensor, Conditioning] | None
     context_plans: list[ChunkPlan] | None
-    memory: SlowFastMemory
+    memory: SlowFastMemory  # after the last chunk's commit (`commit_last`), else before it
 
 
 def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout, cond: Conditioning,
                     num_frames: int, generator: torch.Generator, grad_from_chunk: int = 0,
                     exit_step: str = "shared",
                     context_chunk: int | None = None, grad: bool = True,
-                    sample_generators: list[torch.Generator] | None = None) -> RolloutResult:
+                    sample_generators: list[torch.Generator] | None = None,
+                    commit_last: bool = True) -> RolloutResult:
     """Roll the student out for `num_frames` (whole chunks) with its memory.
 
     Chunks before `grad_from_chunk` run the full sampler without gradient; later chunks stop at a random exit
     step (one for all chunks with `exit_step="shared"`, else one per chunk) and keep the exit prediction's
     graph when `grad`. `context_chunk`: record the teacher context as the memory stands for that chunk.
+    `commit_last=False` skips the last chunk's commit pass, which only the returned memory would see (the
+    latents and the teacher context are the same; one forward fewer).
     """
     c = run.chunk
     if num_frames % c:
@@ -87,10 +90,11 @@ def student_rollout(model: CausalVideoDiT, run: RunConfig, layout: MemoryLayout,
         with contextlib.nullcontext() if trains else torch.no_grad():  # only the exit step keeps its graph
             x0, first_kv = denoise_chunk(model, inputs, noise(), sigmas, lambda _: noise(),
                                          run.sampler.num_train_timesteps, first_pass, exit_step=exit_at)
-        with torch.no_grad():
-            memory.commit(
-                commit_pass(model, ChunkInputs(prompt_nograd, temporal, chunk_cond, ctx), x0.detach()),
-                frame_inputs(model, run, x0.detach(), chunk_cond), first_kv)
+        if commit_last or index < num_frames // c - 1:
+            with torch.no_grad():
+                memory.commit(
+                    commit_pass(model, ChunkInputs(prompt_nograd, temporal, chunk_cond, ctx), x0.detach()),
+                    frame_inputs(model, run, x0.detach(), chunk_cond), first_kv)
         outputs.append(x0)
         grad_masks.append(torch.full((b, c), trains, dtype=torch.bool, device=device))
         exits.append(exit_at)

@@ -87,7 +87,7 @@ class DmdStage(BaseStage):
         rollout = student_rollout(self.generator, self.run, self.layout, cond, frames, random.shared,
                                   sample_generators=random.samples, grad_from_chunk=first_target_chunk,
                                   exit_step=self.train.dmd.exit_step, context_chunk=first_target_chunk,
-                                  grad=grad)
+                                  grad=grad, commit_last=False)  # no chunk follows the last
         x = rollout.latents[:, frames - target:]
         target_cond = cond.frames(slice(frames - target, frames))
         # Stage 1, a memory that was empty at the target, or teacher_context "none": an empty teacher context

@@ -68,3 +68,24 @@ def test_activation_checkpointing_gives_the_same_gradients(run, model):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_skipping_the_last_commit_changes_nothing_but_the_forward_count(run, model):
+    results, calls = [], []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        for commit_last in (True, False):
+            calls.clear()
+            cond = make_cond(run, 2, 12)
+            with torch.no_grad():
+                roll = student_rollout(model, run, parse_layout(LAYOUT, 3), cond, 12,
+                                       torch.Generator().manual_seed(5), grad_from_chunk=2, context_chunk=3,
+                                       commit_last=commit_last)
+            results.append((roll, len(calls)))
+    finally:
+        hook.remove()
+    (full, full_calls), (short, short_calls) = results
+    assert short_calls == full_calls - 1
+    torch.testing.assert_close(short.latents, full.latents, rtol=0, atol=0)
+    torch.testing.assert_close(short.context[0], full.context[0], rtol=0, atol=0)
+    assert short.exit_steps == full.exit_steps
