@@ -93,7 +93,7 @@ def test_uniform_admission_admits_every_kth_candidate(monkeypatch):
         return chunk_events
 
     monkeypatch.setattr(SlowFastMemory, "commit", recording)
-    roll = _rollout(_stage("sink3-slow12-fast6:uniform4", frames=48))  # the last (16th) chunk is not committed
+    roll = _rollout(_stage("sink3-slow12-fast6:uniform4", frames=48))  # the 16th chunk is not committed
     for b in range(2):
         decisions = [e.admitted for e in events if e.sample == b]
         assert decisions == [i % 4 == 0 for i in range(13)]  # candidates: chunks 1..13 as they leave fast
