@@ -12,24 +12,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from context_forcing.cli_usage import UsageError, check_outputs, positive_float, positive_int
 from context_forcing.config import ConfigError
 from context_forcing.presets import PRESETS
-
-
-class UsageError(Exception):
-    """A bad command-line value: printed as one line, exit status 2."""
-
-
-def _positive_float(flag: str, value: float) -> float:
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(f"{flag}: got {value!r}; must be a finite number > 0")
-    return value
-
-
-def _positive_int(flag: str, value: int) -> int:
-    if value < 1:
-        raise UsageError(f"{flag}: got {value!r}; must be an integer >= 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,8 +186,8 @@ def _run_curves(args: argparse.Namespace) -> int:
     from context_forcing.io.files import check_writable
     from context_forcing.training.curves import plot_curves
 
-    _check_outputs([("--out", args.out, ".png")], check_writable)
-    window = _positive_int("--window", args.window)
+    check_outputs([("--out", args.out, ".png")], check_writable)
+    window = positive_int("--window", args.window)
     keys = [k for k in args.keys.split(",") if k]
     if not keys:
         raise UsageError(f"--keys: got {args.keys!r}; name at least one metric")
@@ -242,17 +227,17 @@ def _generate_request(args: argparse.Namespace, request_type: type):
         raise UsageError(f"--preset: {args.preset!r} needs the {run.codec.kind} codec, "
                          f"which is not available yet; allowed now: presets with the pixel codec "
                          f"({', '.join(p for p in PRESETS if p != 'wan2.1-1.3b')})")
-    seconds = _positive_float("--seconds", args.seconds)
+    seconds = positive_float("--seconds", args.seconds)
     prefill = _prefill_frames(args.prefill_seconds, run)
     try:
         layout = run_layout(run, args.memory or None)
     except ConfigError as error:
         raise UsageError(f"--memory: {error}") from None
-    batch = _positive_int("--batch", args.batch)
-    scale = _positive_int("--scale", args.scale)
-    fps = _positive_float("--fps", args.fps) if args.fps is not None else float(run.video.fps)
+    batch = positive_int("--batch", args.batch)
+    scale = positive_int("--scale", args.scale)
+    fps = positive_float("--fps", args.fps) if args.fps is not None else float(run.video.fps)
     if args.threads is not None:
-        _positive_int("--threads", args.threads)
+        positive_int("--threads", args.threads)
     compare, compare_layout = _compare_model(args, run)
     for name, chosen in (("--memory", layout), ("--compare-memory", compare_layout)):
         if args.compile and chosen is not None and chosen.budget is None:
@@ -261,7 +246,7 @@ def _generate_request(args: argparse.Namespace, request_type: type):
     from context_forcing.cli_scripted import scripted_inputs
 
     prefill, opening, prompts = scripted_inputs(args, run, prefill, seconds)
-    _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
+    check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
     return request_type(opening=opening, prompts=prompts, compare=compare, compare_layout=compare_layout,
                         run=run, checkpoint=args.checkpoint, layout=layout, seconds=seconds, seed=args.seed,
                         batch=batch, out=Path(args.out), fps=fps, scale=scale,
@@ -325,11 +310,11 @@ def _train_request(args: argparse.Namespace):
     if train.stage != args.stage:
         raise UsageError(f"--set stage: the stage is the STAGE argument ({args.stage!r}); do not override it")
     if args.steps is not None:
-        train = replace(train, steps=_positive_int("--steps", args.steps))
+        train = replace(train, steps=positive_int("--steps", args.steps))
     if args.checkpoint_every is not None:
-        train = replace(train, checkpoint_every=_positive_int("--checkpoint-every", args.checkpoint_every))
+        train = replace(train, checkpoint_every=positive_int("--checkpoint-every", args.checkpoint_every))
     if args.threads is not None:
-        _positive_int("--threads", args.threads)
+        positive_int("--threads", args.threads)
     for flag, path in (("--init", args.init), ("--teacher", args.teacher)):
         if path is not None:
             _check_checkpoint_preset(flag, path, args.preset)
@@ -419,9 +404,9 @@ def _run_world(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise UsageError(f"--seed: got {args.seed}; must be >= 0")
-    seconds = _positive_float("--seconds", args.seconds)
-    scale = _positive_int("--scale", args.scale)
-    _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json"),
+    seconds = positive_float("--seconds", args.seconds)
+    scale = positive_int("--scale", args.scale)
+    check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json"),
                     ("--filmstrip", args.filmstrip, ".png")], check_writable)
     from context_forcing.data.world_video import render_world
 
@@ -432,16 +417,3 @@ def _run_world(args: argparse.Namespace) -> int:
           f"to {args.out}; {summary['revisits']} revisits, longest gap {summary['longest_gap']} frames",
           file=sys.stderr)
     return 0
-
-
-def _check_outputs(outputs: list[tuple[str, str | None, str]], check_writable) -> None:
-    """Each (flag, path, suffix): the path ends in the suffix and can be written."""
-    for flag, path, suffix in outputs:
-        if path is None:
-            continue
-        if Path(path).suffix.lower() != suffix:
-            raise UsageError(f"{flag}: got {path!r}; must end in {suffix}")
-        try:
-            check_writable(path)
-        except ValueError as error:
-            raise UsageError(f"{flag}: {error}") from None

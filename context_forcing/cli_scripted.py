@@ -7,6 +7,8 @@ import argparse
 import math
 import sys
 
+from context_forcing.cli_usage import UsageError
+
 
 def add_scripted_arguments(gen: argparse.ArgumentParser) -> None:
     gen.add_argument(
@@ -28,8 +30,6 @@ def add_scripted_arguments(gen: argparse.ArgumentParser) -> None:
 def scripted_inputs(args: argparse.Namespace, run, prefill: int, seconds: float):
     """(prefill frames, opening pixels or None, prompt switches) from --continue and --prompts; UsageError
     naming the flag and the bad value."""
-    from context_forcing.cli import UsageError
-
     opening = None
     if args.continue_video is not None:
         if prefill:

@@ -6,6 +6,8 @@ import argparse
 import socket
 import sys
 
+from context_forcing.cli_usage import UsageError
+
 DEFAULT_PORT = 8765
 
 
@@ -42,7 +44,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve_config(args: argparse.Namespace):
     """Validate every flag and load the model; UsageError naming the flag otherwise."""
-    from context_forcing.cli import UsageError
     from context_forcing.codecs import build_codec
     from context_forcing.config import ConfigError
     from context_forcing.memory.layout import run_layout
@@ -120,8 +121,6 @@ def serve_config(args: argparse.Namespace):
 
 
 def _check_port(host: str, port: int) -> None:
-    from context_forcing.cli import UsageError
-
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from context_forcing.cli_usage import UsageError, positive_float, positive_int
+
 
 def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, help="a preset name (e.g. wan2.1-1.3b)")
@@ -18,14 +20,13 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_estimate_command(args: argparse.Namespace) -> int:
     """Validate, estimate (no model is built), print."""
-    from context_forcing.cli import UsageError, _positive_float, _positive_int  # noqa: PLC0415
     from context_forcing.presets import PRESETS, get_preset  # noqa: PLC0415
     from context_forcing.wan.estimate import estimate, format_estimate  # noqa: PLC0415
 
     if args.preset not in PRESETS:
         raise UsageError(f"--preset: got {args.preset!r}; allowed: {', '.join(PRESETS)}")
-    seconds = _positive_float("--seconds", args.seconds)
-    gpus, batch = _positive_int("--gpus", args.gpus), _positive_int("--batch", args.batch)
+    seconds = positive_float("--seconds", args.seconds)
+    gpus, batch = positive_int("--gpus", args.gpus), positive_int("--batch", args.batch)
     result = estimate(get_preset(args.preset), seconds, gpus, batch)
     print(json.dumps(result, indent=2) if args.json else format_estimate(result))
     return 0

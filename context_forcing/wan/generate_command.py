@@ -12,6 +12,8 @@ import math
 import sys
 from pathlib import Path
 
+from context_forcing.cli_usage import UsageError, check_outputs, positive_float
+
 PRESET = "wan2.1-1.3b"
 DTYPES = {"fp32": "fp32", "bf16": "official"}  # --dtype -> cast policy (wan.loader.CAST_POLICIES)
 
@@ -59,7 +61,6 @@ def run_wan_generate(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> dict:
     import torch  # noqa: PLC0415
 
-    from context_forcing.cli import UsageError, _check_outputs, _positive_float  # noqa: PLC0415
     from context_forcing.config import ConfigError  # noqa: PLC0415
     from context_forcing.io.files import check_writable  # noqa: PLC0415
     from context_forcing.wan.loader import detect_layout  # noqa: PLC0415
@@ -118,11 +119,11 @@ def _validate(args: argparse.Namespace) -> dict:
         run = run_config(model_cfg, height, width, args.memory)
     except ConfigError as error:
         raise UsageError(f"{'--memory' if 'layout' in str(error) else '--height/--width'}: {error}") from None
-    seconds = _positive_float("--seconds", args.seconds)
-    fps = _positive_float("--fps", args.fps) if args.fps is not None else float(run.video.fps)
+    seconds = positive_float("--seconds", args.seconds)
+    fps = positive_float("--fps", args.fps) if args.fps is not None else float(run.video.fps)
     if args.scale < 1:
         raise UsageError(f"--scale: got {args.scale}; must be an integer >= 1")
-    _check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
+    check_outputs([("--out", args.out, ".mp4"), ("--report", args.report, ".json")], check_writable)
     opening = _opening(args.continue_video, run, args.scale, len(args.prompt), UsageError)
     return dict(
         wan_dir=wan_dir, height=height, width=width, seconds=seconds, fps=fps, run=run, opening=opening

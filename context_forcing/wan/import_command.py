@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from context_forcing.cli_usage import UsageError
+
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -26,7 +28,6 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_import_command(args: argparse.Namespace) -> int:
-    from context_forcing.cli import UsageError  # noqa: PLC0415
     from context_forcing.wan.convert import import_wan  # noqa: PLC0415
     from context_forcing.wan.training_file import PARTS, WanCheckpointError  # noqa: PLC0415
 

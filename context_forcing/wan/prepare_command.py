@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from context_forcing.cli_usage import UsageError, positive_float
+
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -33,9 +35,7 @@ def run_prepare_command(args: argparse.Namespace) -> int:
 
     import torch  # noqa: PLC0415
 
-    from context_forcing.cli import UsageError, _positive_float  # noqa: PLC0415
-
-    seconds = _positive_float("--seconds", args.seconds)
+    seconds = positive_float("--seconds", args.seconds)
     latent_frames = math.ceil(seconds * 4 - 1e-9)
     if args.height <= 0 or args.width <= 0 or args.height % 16 or args.width % 16:
         raise UsageError(

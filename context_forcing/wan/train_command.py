@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from context_forcing.cli_usage import UsageError
+
 
 def add_train_wan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -27,7 +29,7 @@ def add_train_wan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train_wan_command(args: argparse.Namespace) -> int:
-    from context_forcing.cli import UsageError, _train_request, build_parser  # noqa: PLC0415
+    from context_forcing.cli import _train_request, build_parser  # noqa: PLC0415
 
     rest = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     if not rest:
