@@ -39,10 +39,11 @@ Forwards per update (B = 4; sequences are [context | target] teacher-style forwa
   context's K/V (`TeacherInputs.sampler_velocity`); then per target chunk, one trained student forward per
   student level (4) against the memory, and a no-grad commit forward of the clean chunk before the next.
 - stage1 / stage2: per critic update (2), a no-grad student rollout (per chunk: up to 4 denoising forwards and
-  one commit forward, against the memory) and one trained critic forward over [memory context | target]; per
-  generator update, a student rollout whose exit-step forwards of the target chunks are trained, two frozen
-  teacher forwards (CFG) and one no-grad critic forward. Stage 1 rolls out 21 frames (all target, empty
-  teacher context); stage 2 rolls out N ~ U{42..n_max(step)} frames, the last 21 the target.
+  one commit forward, against the memory; none after the last chunk) and one trained critic forward over
+  [memory context | target]; per generator update, a student rollout whose exit-step forwards of the target
+  chunks are trained, two frozen teacher forwards (CFG; one at `--guidance 1`) and one no-grad critic forward.
+  Stage 1 rolls out 21 frames (all target, empty teacher context); stage 2 rolls out N ~ U{42..n_max(step)}
+  frames, the last 21 the target.
 """
 
 from __future__ import annotations
