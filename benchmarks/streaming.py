@@ -11,7 +11,10 @@ belong to the last path run (`chunk_step`), the other path's carry `_eager`. A c
 compiles its graphs (`first_chunk_s`); its overhead share comes from a profile of the same graphs called from
 Python (a profiler sees no kernel under the C++ wrapper the timed chunks use): `overhead_share` of that
 profile, and `overhead_share_plain` = 1 - its GEMM and attention kernel time / the timed chunk. The kernel
-floor (below) replays eager kernels, so it is reported for eager runs only.
+floor (below) replays eager kernels, so it is reported for eager runs only; a compiled run reports instead the
+time inside its graph calls (`graph_ms` per chunk: cProfile's own time of the C++ wrapper's
+`inductor_entry_cpp`, every kernel of the forward and no Python, over `GRAPH_CHUNKS` chunks) and
+`peak_fraction_ceiling_graph`, the fraction a chunk would reach if nothing but its graph calls ran.
 
 The frozen config (benchmarks/frozen.py: width 256, 4 layers, 8 tokens per frame, memory
 `sink3-slow12-fast6:uniform4:bounded`; uniform admission so the memory fills) and its 16-tokens-per-frame
@@ -33,8 +36,10 @@ peak): the estimate of an undisturbed core when other jobs share the machine.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -59,6 +64,7 @@ from context_forcing.rollout.session import StreamingSession
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PATHS = ("eager", "compiled")  # the chunk step: eager, or compiled with frozen weights (model/compiled.py)
 SUFFIX = {"eager": "_eager", "compiled": ""}  # of a run's key; the top level drops it for the headline
+GRAPH_CHUNKS = 10  # compiled runs: chunks whose graph calls are timed (`graph_figures`)
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5,
@@ -82,8 +88,8 @@ def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float
     run = frozen_run(tokens)
     model = frozen_model(run).to(dtype)
     chunks = -(-frames // run.chunk)
-    session = frozen_session(model, run, batch, run.chunk * (max(chunks, 60) + 2 * profile_chunks + 1),
-                             compile=compiled)
+    extra = 2 * profile_chunks + GRAPH_CHUNKS + 1  # chunks generated after the timed ones
+    session = frozen_session(model, run, batch, run.chunk * (max(chunks, 60) + extra), compile=compiled)
     tic = time.perf_counter()
     session.generate_chunk()  # a compiled session compiles its graphs here
     compile_s = time.perf_counter() - tic
@@ -122,6 +128,7 @@ def stream(tokens: int, batch: int, frames: int, dtype: torch.dtype, peak: float
     after_fill, last = chunk_timings(session.records)
     out["chunk_time_ratio_end_start"] = round(last / after_fill, 3)
     if compiled:  # a profiler sees no kernel under the C++ wrapper: profile these graphs called from Python
+        out.update(graph_figures(session, out, peak))
         session.compiled = CompiledForward(model, cpp_wrapper=False)
         session.generate_chunk()  # compiles
     else:  # the kernel floor replays eager kernels; the compiled step calls others (prepacked GEMMs)
@@ -149,6 +156,24 @@ def floor_figures(session: StreamingSession, out: dict, peak: float, peak_cpu: f
         figures["peak_fraction_ceiling_cpu"] = round(out["flops_per_chunk"] / floor["cpu_seconds"] / 1e9
                                                      / peak_cpu, 3)
     return figures
+
+
+def graph_figures(session: StreamingSession, out: dict, peak: float) -> dict:
+    """Compiled (C++ wrapper) session: the time inside its graph calls per chunk over `GRAPH_CHUNKS` chunks
+    (cProfile's own time of `inductor_entry_cpp`), and the peak fraction of a chunk that ran nothing else.
+    Empty when no graph ran (the eager fallback)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(GRAPH_CHUNKS):
+        session.generate_chunk()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    graph_s = sum(own for (_, _, name), (_, _, own, _, _) in stats.items() if "inductor_entry_cpp" in name)
+    if graph_s == 0:
+        return {}
+    graph_s /= GRAPH_CHUNKS
+    return {"graph_ms": round(1e3 * graph_s, 2),
+            "peak_fraction_ceiling_graph": round(out["flops_per_chunk"] / graph_s / 1e9 / peak, 3)}
 
 
 def profile_overhead(session: StreamingSession, chunks: int) -> dict:
@@ -183,7 +208,7 @@ def top_level(results: dict[str, dict], batches: list[int], path: str, headline:
         suffix = ("" if batch == max(frozen) else f"_batch{batch}") + path_suffix
         for key in ("chunk_ms", "latent_fps", "achieved_gflops", "peak_fraction", "peak_fraction_cpu",
                     "overhead_share", "first_chunk_s", "kernel_floor_ms", "peak_fraction_ceiling",
-                    "overhead_share_plain"):
+                    "overhead_share_plain", "graph_ms", "peak_fraction_ceiling_graph"):
             if key in r:
                 out[f"{key}{suffix}"] = r[key]
     return out
