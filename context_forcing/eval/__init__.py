@@ -11,6 +11,7 @@ Modules, in the order data flows through them:
   scoring     every metric of P1 / P2 videos -> the report's fields
   evaluate    `evaluate(spec, episodes, seconds, ...)`: the library entry
   plots, table, command: PNGs, Markdown tables, the `eval` / `table` commands for the CLI
+  pinned      a shipped checkpoint's pinned figure, recomputed and read from its model card (tests/shipped/)
 
 Entry points: `context_forcing.eval.evaluate.evaluate`, `context_forcing.eval.table.markdown_table`,
 `context_forcing.eval.plots.plot_revisits`, `context_forcing.eval.command` (CLI glue). This package's __init__

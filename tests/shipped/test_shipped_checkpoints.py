@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from context_forcing.model.pinned import card_figure, pinned_figure
+from context_forcing.eval.pinned import card_figure, pinned_figure
 from context_forcing.model.shipped import CARD_FILE, ROLES, SHIPPED_DIR, shipped_checkpoint
 
 SHIPPED = [(preset.name, role) for preset in sorted(SHIPPED_DIR.iterdir()) if preset.is_dir()

@@ -15,24 +15,22 @@ from pathlib import Path
 
 import torch
 
+from context_forcing.eval.student_probe import probe_student
+from context_forcing.eval.teacher_probe import build_probe_set, probe_teacher
+from context_forcing.memory.layout import run_layout
+from context_forcing.model.checkpoint import load_model
+
 PINNED_EPISODES = 2
 PINNED_SECONDS = 16.0
 
 
 def pinned_figure(checkpoint: str | Path, role: str) -> dict[str, float]:
     """Compute the role's pinned figure (float32 on the CPU) for a checkpoint directory."""
-    from context_forcing.memory.layout import run_layout
-    from context_forcing.model.checkpoint import load_model
-
     run, model = load_model(checkpoint)  # float32, whatever the stored dtype
     with torch.no_grad():
         if role == "teacher":
-            from context_forcing.eval.teacher_probe import build_probe_set, probe_teacher
-
             figures = probe_teacher(model, run, build_probe_set(run, PINNED_EPISODES), sample_steps=0)
             return {"x0_error_context": figures["x0_error_context"]}
-        from context_forcing.eval.student_probe import probe_student
-
         figures = probe_student(model, run, run_layout(run), PINNED_EPISODES, PINNED_SECONDS)
         return {"continuation_mae": figures["continuation_mae"]}
 
