@@ -3,7 +3,7 @@
 Prints exactly one JSON document on stdout (progress on stderr). A few minutes (threads: the core count unless
 given; `--threads 1` pairs runs on a busy machine):
     .venv/bin/python benchmarks/training.py [--threads 1] [--stages teacher stage1] [--steps 3] [--no-profile]
-        [--guidance 1]
+        [--guidance 1] [--model patch=1,16,4]
 Each stage is built by the `train` command's registry (`build_stage`) with its default panworld config
 (`for_preset(stage, "panworld")`: batch 4, no accumulation, 21-frame rollouts / targets, ODE grid of 16
 teacher steps, 2 critic updates per generator update). Distillation stages load a random-weight teacher from a
@@ -67,11 +67,11 @@ from frozen import InstrumentedData, op_breakdown, random_teacher, torch_profile
 from streaming import matmul_peak_gflops
 from torch import nn
 
-from context_forcing.config import RunConfig
+from context_forcing.config import ConfigError, RunConfig
 from context_forcing.model.dit import CausalVideoDiT
 from context_forcing.model.flops import forward_flops, prompt_flops
 from context_forcing.presets import get_preset
-from context_forcing.training.config import STAGES, for_preset
+from context_forcing.training.config import STAGES, apply_overrides, for_preset
 from context_forcing.training.data import build_training_data
 from context_forcing.training.registry import build_stage
 from context_forcing.training.stage import Stage
@@ -192,6 +192,9 @@ def main() -> int:
                         help="torch CPU threads (the peak is measured with them); default: the core count")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the profiled update (no overhead share)")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the preset's model config as `train --model` does "
+                             "(patch=1,16,4: the shipped recipe's 16 tokens per frame)")
     parser.add_argument("--guidance", type=float, default=None,
                         help="the teacher's CFG weight in the distillation stages (default: the preset's, 4; "
                              "the shipped line trains at 1)")
@@ -203,6 +206,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     run = get_preset(PRESET)
+    if args.model:
+        try:
+            run = replace(run, model=apply_overrides(run.model, args.model, flag="--model"))
+        except ConfigError as error:
+            parser.error(str(error))
     peaks = [matmul_peak_gflops()]
     print(f"matmul peak {peaks[0]:.1f} GFLOP/s with {torch.get_num_threads()} threads", file=sys.stderr)
     results: dict[str, dict] = {}
@@ -221,6 +229,8 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "preset": PRESET,
+        "model_overrides": args.model,
+        "tokens_per_frame": run.tokens_per_frame,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "matmul_peak_gflops": round(peak, 2),
