@@ -46,13 +46,14 @@ def clip_and_step(optimizer: torch.optim.Optimizer, clip: float) -> float:
     """Clip the gradients' total norm to `clip` (0: none), step, zero them; return the pre-clip norm."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+    total = full(norm)  # under FSDP2 the norm of DTensor gradients is a DTensor
     # clip_grads_with_norm_ scales every gradient by min(1, clip / (norm + 1e-6)), computed here as it does:
     # at 1 that pass is a no-op, skipped
-    if clip > 0 and params and float(clip / (full(norm) + 1e-6)) < 1:
+    if clip > 0 and params and float(clip / (total + 1e-6)) < 1:
         torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(full(norm))  # under FSDP2 the norm of DTensor gradients is a DTensor
+    return float(total)
 
 
 def accumulate_step(optimizer: torch.optim.Optimizer, micro_loss: Callable[[int], Tensor], accumulation: int,

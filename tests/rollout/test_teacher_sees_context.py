@@ -43,11 +43,17 @@ def test_each_context_frame_reaches_the_target_and_padding_does_not(run, model):
     torch.testing.assert_close(_target_velocity(model, padded, valid, cond), base, rtol=0, atol=1e-6)
 
 
-def test_target_velocity_guides_with_the_null_prompt_and_reuses_given_prompts(run, model):
+def _real_context_inputs(run):
+    """Teacher inputs of 2 samples with N real context frames and T target frames, and their latents."""
     cond = make_cond(run, 2, N + T)
     latents = make_latents(run, 2, N + T)
     inputs = teacher_inputs(latents[:, :N], torch.ones(2, N, dtype=torch.bool), cond.frames(slice(0, N)),
                             latents[:, N:], cond.frames(slice(N, None)))
+    return inputs, latents
+
+
+def test_target_velocity_guides_with_the_null_prompt_and_reuses_given_prompts(run, model):
+    inputs, latents = _real_context_inputs(run)
     t = torch.tensor([300.0, 700.0])
     with torch.no_grad():
         v_c = inputs.target_velocity(model, latents[:, N:], t)
@@ -60,10 +66,7 @@ def test_target_velocity_guides_with_the_null_prompt_and_reuses_given_prompts(ru
 
 
 def test_guidance_one_is_the_conditional_velocity_without_a_null_prompt_forward(run, model):
-    cond = make_cond(run, 2, N + T)
-    latents = make_latents(run, 2, N + T)
-    inputs = teacher_inputs(latents[:, :N], torch.ones(2, N, dtype=torch.bool), cond.frames(slice(0, N)),
-                            latents[:, N:], cond.frames(slice(N, None)))
+    inputs, latents = _real_context_inputs(run)
     t = torch.tensor([300.0, 700.0])
     calls = []
     hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
