@@ -27,6 +27,12 @@ from context_forcing.model.attention import AttentionContext
 from context_forcing.model.dit import CausalVideoDiT, PromptContext
 
 
+def guides(guidance: float | None) -> bool:
+    """Whether classifier-free guidance of this weight needs the null prompt's velocity: not for None (no
+    guidance) nor for 1, where v_u + 1 (v_c - v_u) is v_c."""
+    return guidance is not None and guidance != 1
+
+
 @dataclass(frozen=True)
 class TeacherInputs:
     latents: Tensor  # (B, n + T, C, H, W) clean context then target (the caller noises the target)
@@ -55,14 +61,15 @@ class TeacherInputs:
         """`model`'s encoded prompt and null prompt (for `target_velocity` calls that share them)."""
         return model.encode_prompt(self.cond), model.encode_prompt(self.cond.null_prompt())
 
-    def contexts(self, model: CausalVideoDiT, prompts: tuple[PromptContext, PromptContext]
-                 ) -> tuple[AttentionContext, AttentionContext] | None:
-        """`model`'s K/V of the clean context frames under the prompt and the null prompt, for
-        `target_velocity` calls that share them (module docstring); None without context frames."""
+    def contexts(self, model: CausalVideoDiT, prompts: tuple[PromptContext, PromptContext],
+                 guidance: float | None) -> tuple[AttentionContext, AttentionContext | None] | None:
+        """`model`'s K/V of the clean context frames under the prompt and, when `guidance` needs it, the null
+        prompt (else None in its place), for `target_velocity` calls that share them (module docstring); None
+        without context frames."""
         if self.num_context == 0:
             return None
-        return (self._context_kv(model, self.cond, prompts[0]),
-                self._context_kv(model, self.cond.null_prompt(), prompts[1]))
+        null = self._context_kv(model, self.cond.null_prompt(), prompts[1]) if guides(guidance) else None
+        return self._context_kv(model, self.cond, prompts[0]), null
 
     def _context_kv(self, model: CausalVideoDiT, cond: Conditioning,
                     prompt: PromptContext) -> AttentionContext:
@@ -79,14 +86,17 @@ class TeacherInputs:
     def target_velocity(self, model: CausalVideoDiT, target: Tensor, target_timesteps: Tensor,
                         guidance: float | None = None,
                         prompts: tuple[PromptContext, PromptContext] | None = None,
-                        contexts: tuple[AttentionContext, AttentionContext] | None = None) -> Tensor:
+                        contexts: tuple[AttentionContext, AttentionContext | None] | None = None) -> Tensor:
         """`model`'s velocity of the target frames over [context | target] (B, T, C, H, W), at the given
         (B, T) or (B,) timesteps; with classifier-free guidance of weight `guidance` when one is given
         (weight 1 is the conditional velocity itself, computed without the null prompt's forward).
         `prompts`: `self.prompts(model)` computed once by a caller that integrates over many calls;
-        `contexts`: `self.contexts(model, prompts)` likewise (then only the target frames run)."""
+        `contexts`: `self.contexts(model, prompts, guidance)` likewise (then only the target frames run)."""
         if contexts is not None and prompts is None:
             raise ValueError("target_velocity: contexts are computed under given prompts; pass those prompts")
+        if contexts is not None and contexts[1] is None and guides(guidance):
+            raise ValueError(f"target_velocity: guidance {guidance} needs the null prompt's context; "
+                             "compute `contexts` with that guidance")
         n = self.num_context
         if contexts is not None:
             b = target.shape[0]
@@ -105,7 +115,7 @@ class TeacherInputs:
                 return out[:, n:]
 
         v = forward(self.cond, 0)
-        if guidance is None or guidance == 1:  # v_u + 1 (v_c - v_u) is v_c: no null-prompt forward
+        if not guides(guidance):
             return v
         return guided(v, forward(self.cond.null_prompt(), 1), guidance)
 
@@ -114,7 +124,7 @@ class TeacherInputs:
         """v(x, sigma) of the target for a multi-step sampler: the prompts and the context's K/V computed
         once, each step runs the target frames only."""
         prompts = self.prompts(model)
-        contexts = self.contexts(model, prompts)  # the null prompt's too: one short pass, once
+        contexts = self.contexts(model, prompts, guidance)
 
         def velocity(x: Tensor, sigma: Tensor) -> Tensor:
             return self.target_velocity(model, x, timesteps_of(sigma, num_train_timesteps), guidance, prompts,

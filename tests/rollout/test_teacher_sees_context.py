@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from conftest import make_cond, make_latents
@@ -95,7 +96,7 @@ def test_context_computed_once_gives_the_full_sequence_velocity(run, model):
     with torch.no_grad():
         full = inputs.target_velocity(model, latents[:, N:], 1000 * sigma, 3.0)
         prompts = inputs.prompts(model)
-        contexts = inputs.contexts(model, prompts)
+        contexts = inputs.contexts(model, prompts, 3.0)
         cached = inputs.target_velocity(model, latents[:, N:], 1000 * sigma, 3.0, prompts, contexts)
         sampled = inputs.sampler_velocity(model, 3.0)(latents[:, N:], sigma)
         unguided = inputs.sampler_velocity(model, None)(latents[:, N:], sigma)
@@ -106,4 +107,29 @@ def test_context_computed_once_gives_the_full_sequence_velocity(run, model):
     torch.testing.assert_close(unguided, plain, rtol=1e-5, atol=1e-5)
     empty = teacher_inputs(latents[:, :0], valid[:, :0], cond.frames(slice(0, 0)), latents[:, N:],
                            cond.frames(slice(N, None)))
-    assert empty.contexts(model, prompts) is None  # no context: the sequence is the target
+    assert empty.contexts(model, prompts, 3.0) is None  # no context: the sequence is the target
+
+
+def test_contexts_skip_the_null_prompt_when_guidance_does_not_use_it(run, model):
+    # guidance None or 1 reads only the conditional velocity: the null prompt's context pass is not run
+    inputs, latents = _real_context_inputs(run)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with torch.no_grad():
+            prompts = inputs.prompts(model)
+            counts = {}
+            for guidance in (3.0, 1.0, None):
+                calls.clear()
+                contexts = inputs.contexts(model, prompts, guidance)
+                counts[guidance] = (len(calls), contexts[1] is None)
+            sigma = torch.full((2, T), 0.5)
+            one = inputs.sampler_velocity(model, 1.0)(latents[:, N:], sigma)
+            unguided = inputs.sampler_velocity(model, None)(latents[:, N:], sigma)
+            with pytest.raises(ValueError, match="null prompt's context"):
+                inputs.target_velocity(model, latents[:, N:], 500 * sigma, 3.0, prompts,
+                                       inputs.contexts(model, prompts, 1.0))
+    finally:
+        hook.remove()
+    assert counts == {3.0: (2, False), 1.0: (1, True), None: (1, True)}
+    torch.testing.assert_close(one, unguided, rtol=0, atol=0)
